@@ -1,0 +1,146 @@
+//! The shared state and the axum router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
+use axum::routing::{get, post};
+use axum::Router;
+use moka::future::Cache;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::endpoints;
+use crate::keys::Kek;
+use crate::store::DynStore;
+use crate::tenants::{Tenant, TenantError, TenantRegistry};
+
+/// How long a node may serve a tenant's settings, keys or a client after a
+/// change made elsewhere (CLI, another node).
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: DynStore,
+    pub clock: Clock,
+    pub kek: Kek,
+    pub public_url: String,
+    pub tenants: TenantRegistry,
+    pub clients: crate::oauth::client_auth::ClientCache,
+    pub audit: Audit,
+    /// https public URL: cookies get `Secure` and the `__Host-` prefix.
+    pub secure_cookies: bool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: DynStore, clock: Clock, kek: Kek, public_url: String) -> Self {
+        let secure_cookies = public_url.starts_with("https://");
+        let audit = Audit::start(store.clone());
+        AppState(Arc::new(Inner {
+            store,
+            clock,
+            kek,
+            public_url,
+            tenants: TenantRegistry::new(CACHE_TTL),
+            clients: crate::oauth::client_auth::ClientCache::new(CACHE_TTL),
+            audit,
+            secure_cookies,
+        }))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Arc<Tenant>, TenantError> {
+        self.tenants
+            .get(&self.store, &self.kek, &self.public_url, id, self.now())
+            .await
+    }
+}
+
+/// Routes every tenant has, mounted at `/` for the default tenant and at
+/// `/t/{tenant}` for the others.
+fn tenant_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/authorize",
+            get(endpoints::authorize::authorize).post(endpoints::authorize::authorize_post),
+        )
+        .route(
+            "/login",
+            get(endpoints::login::show).post(endpoints::login::submit),
+        )
+        .route("/consent", post(endpoints::consent::submit))
+        .route("/token", post(endpoints::token::token))
+        .route("/introspect", post(endpoints::introspect::introspect))
+        .route("/revoke", post(endpoints::revoke::revoke))
+        .route(
+            "/userinfo",
+            get(endpoints::userinfo::userinfo).post(endpoints::userinfo::userinfo),
+        )
+        .route("/jwks.json", get(endpoints::jwks::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(endpoints::discovery::openid_configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(endpoints::discovery::oauth_metadata),
+        )
+}
+
+pub fn router(app: AppState) -> Router {
+    let well_known = Router::new()
+        // RFC 8414 §3.1 path insertion for issuers with a path, and the OIDC
+        // variant some MCP clients also try.
+        .route(
+            "/.well-known/oauth-authorization-server/t/{tenant}",
+            get(endpoints::discovery::oauth_metadata),
+        )
+        .route(
+            "/.well-known/openid-configuration/t/{tenant}",
+            get(endpoints::discovery::openid_configuration),
+        );
+
+    Router::new()
+        .merge(tenant_routes())
+        .nest("/t/{tenant}", tenant_routes())
+        .merge(well_known)
+        .route("/healthz", get(endpoints::health::healthz))
+        .route("/readyz", get(endpoints::health::readyz))
+        .fallback(endpoints::health::not_found)
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(endpoints::health::panic_response))
+        .with_state(app)
+}
+
+/// Small helper used by caches keyed per tenant.
+pub fn new_cache<V: Clone + Send + Sync + 'static>(ttl: Duration, cap: u64) -> Cache<String, V> {
+    Cache::builder().max_capacity(cap).time_to_live(ttl).build()
+}

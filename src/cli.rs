@@ -1,0 +1,768 @@
+//! Command line: serve, migrate, keys, clients, resources, tenants.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::clock::Clock;
+use crate::config::{
+    normalize_public_url, validate_client, FileConfig, SecretSource, ServerSettings,
+};
+use crate::keys::{initial_keys, plan_rotation, Alg, Kek};
+use crate::oauth::resource;
+use crate::store::{self, ClientRecord, DynStore, ResourceRecord, TenantRecord};
+use crate::tenants::{
+    issuer_for, validate_tenant_id, AuthMethod, ClientMetadata, ResourceSettings, TenantSettings,
+    TokenFormat, DEFAULT_TENANT,
+};
+use crate::tokens::secret::{argon2_hash, argon2_verify, Handle};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "OAuth 2.1 authorization server and identity broker for MCP"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Directory for the SQLite database and the development key-encryption key.
+    #[arg(
+        long,
+        env = "GATEHOUSE_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// sqlite:PATH or postgres://… (default: a SQLite file in the data dir).
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Config file with tenants, connectors, clients and resources
+    /// (default: config/dev.toml when it exists).
+    #[arg(long, env = "GATEHOUSE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the authorization server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// OAuth clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Resources (MCP servers) tokens can be issued for.
+    #[command(subcommand)]
+    Resources(ResourcesCommand),
+    /// Tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Print the argon2 hash of a password read from standard input (for dev users and client secrets in config).
+    HashPassword,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Public base URL; the default tenant's issuer (default: http://<listen address>).
+    #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Testing only: a file holding a number of seconds to add to the clock.
+    #[arg(long, env = "GATEHOUSE_TEST_CLOCK_FILE", hide = true)]
+    pub test_clock_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// List signing keys and their states.
+    List {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+    /// Promote the published next key to signing, retire the current one, publish a new next key.
+    Rotate {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+        /// Algorithm for the new next key (default: the tenant's setting).
+        #[arg(long)]
+        alg: Option<Alg>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientsCommand {
+    /// Register a client. A confidential client's secret is generated and printed once unless given.
+    Add(ClientAddArgs),
+    List {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+    Show {
+        client_id: String,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+    Delete {
+        client_id: String,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ClientAddArgs {
+    #[arg(long)]
+    pub client_id: String,
+    #[arg(long, default_value = DEFAULT_TENANT)]
+    pub tenant: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    #[arg(long = "grant-type")]
+    pub grant_types: Vec<String>,
+    /// none, client_secret_basic, client_secret_post or private_key_jwt.
+    #[arg(long, default_value = "client_secret_basic")]
+    pub auth_method: String,
+    /// Secret to use (read from the environment variable named here), instead of a generated one.
+    #[arg(long)]
+    pub secret_env: Option<String>,
+    /// File with the client's public JWKS (private_key_jwt).
+    #[arg(long)]
+    pub jwks_file: Option<PathBuf>,
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    #[arg(long = "default-scope")]
+    pub default_scopes: Vec<String>,
+    /// jwt or opaque.
+    #[arg(long, default_value = "jwt")]
+    pub token_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ResourcesCommand {
+    Add {
+        #[arg(long)]
+        uri: String,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long = "default-scope")]
+        default_scopes: Vec<String>,
+    },
+    List {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantsCommand {
+    Add {
+        id: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    List,
+}
+
+pub fn now() -> i64 {
+    Clock::System.now()
+}
+
+fn database_url(global: &GlobalArgs) -> String {
+    match &global.database_url {
+        Some(url) => url.clone(),
+        None => format!(
+            "sqlite://{}",
+            global.data_dir.join("gatehouse.db").display()
+        ),
+    }
+}
+
+fn config_path(global: &GlobalArgs) -> Option<PathBuf> {
+    match &global.config {
+        Some(p) => Some(p.clone()),
+        None => {
+            let default = Path::new("config/dev.toml");
+            default.exists().then(|| default.to_path_buf())
+        }
+    }
+}
+
+/// The key-encryption key: from the environment in production; generated
+/// into the data directory (with a warning) for development.
+fn load_kek(data_dir: &Path) -> Result<Kek> {
+    if let Ok(value) = std::env::var("GATEHOUSE_KEY_ENCRYPTION_KEY") {
+        return Kek::from_base64(value.trim())
+            .map_err(|e| anyhow!("GATEHOUSE_KEY_ENCRYPTION_KEY: {e}"));
+    }
+    if let Ok(path) = std::env::var("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE") {
+        let value = std::fs::read_to_string(&path)
+            .with_context(|| format!("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE: cannot read {path}"))?;
+        return Kek::from_base64(value.trim())
+            .map_err(|e| anyhow!("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE: {e}"));
+    }
+    let (kek, generated) = Kek::load_or_generate(data_dir)
+        .map_err(|e| anyhow!("data dir {}: {e}", data_dir.display()))?;
+    if generated {
+        tracing::warn!(path = %data_dir.join("kek").display(), "generated a development key-encryption key; set GATEHOUSE_KEY_ENCRYPTION_KEY in production");
+    } else {
+        tracing::warn!("using the key-encryption key file in the data directory; set GATEHOUSE_KEY_ENCRYPTION_KEY in production");
+    }
+    Ok(kek)
+}
+
+async fn open_store(global: &GlobalArgs) -> Result<DynStore> {
+    let url = database_url(global);
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&global.data_dir)
+            .with_context(|| format!("--data-dir: cannot create {}", global.data_dir.display()))?;
+    }
+    let store = store::connect(&url)
+        .await
+        .map_err(|e| anyhow!("--database-url: cannot open the database: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow!("database migration failed: {e}"))?;
+    Ok(store)
+}
+
+fn tenant_alg(settings: &TenantSettings, file: Option<&FileConfig>) -> Alg {
+    settings
+        .signing_alg
+        .as_deref()
+        .or(file.and_then(|f| f.keys.algorithm.as_deref()))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_default()
+}
+
+async fn tenant_settings(store: &DynStore, id: &str) -> Result<TenantSettings> {
+    let rec = store
+        .get_tenant(id)
+        .await?
+        .ok_or_else(|| anyhow!("--tenant: no tenant '{id}'"))?;
+    serde_json::from_str(&rec.settings)
+        .map_err(|e| anyhow!("tenant '{id}' settings are corrupt: {e}"))
+}
+
+/// First start of a tenant: publish an active and a next key.
+async fn ensure_keys(store: &DynStore, kek: &Kek, tenant_id: &str, alg: Alg) -> Result<()> {
+    if store
+        .list_keys(tenant_id)
+        .await?
+        .iter()
+        .any(|k| k.state == "active")
+    {
+        return Ok(());
+    }
+    let keys = initial_keys(alg, tenant_id, kek, now())
+        .map_err(|e| anyhow!("key generation failed: {e}"))?;
+    store.insert_keys(&keys).await?;
+    tracing::info!(tenant = tenant_id, alg = %alg, "generated signing keys");
+    Ok(())
+}
+
+/// Applies the config file: tenants, resources and clients it declares are
+/// created or updated; nothing else in the database is touched.
+async fn apply_config(store: &DynStore, kek: &Kek, cfg: &FileConfig) -> Result<()> {
+    let t = now();
+    for tc in &cfg.tenants {
+        let settings = tc.settings();
+        store
+            .upsert_tenant(&TenantRecord {
+                id: tc.id.clone(),
+                settings: serde_json::to_string(&settings)?,
+                created_at: t,
+            })
+            .await?;
+        let mut canon = Vec::new();
+        for r in &tc.resources {
+            let uri =
+                resource::canonicalize(&r.uri).map_err(|e| anyhow!("resource {}: {e}", r.uri))?;
+            let rs = ResourceSettings {
+                name: r.name.clone(),
+                scopes: r.scopes.clone(),
+                default_scopes: r.default_scopes.clone(),
+                access_token_ttl: r.access_token_ttl,
+            };
+            store
+                .upsert_resource(&ResourceRecord {
+                    tenant_id: tc.id.clone(),
+                    uri: uri.clone(),
+                    settings: serde_json::to_string(&rs)?,
+                    created_at: t,
+                })
+                .await?;
+            canon.push(uri);
+        }
+        for c in &tc.clients {
+            let meta = c
+                .metadata(&canon)
+                .map_err(|e| anyhow!("client {}: {e}", c.client_id))?;
+            let existing = store.get_client(&tc.id, &c.client_id).await?;
+            let secret_hash = match c
+                .secret_source()
+                .map_err(|e| anyhow!("client {}: {e}", c.client_id))?
+            {
+                SecretSource::None => None,
+                SecretSource::Hash(h) => Some(h),
+                SecretSource::Plain(p) => {
+                    match existing.as_ref().and_then(|e| e.secret_hash.clone()) {
+                        // Keep a hash that still matches: avoids churn on every start.
+                        Some(h) if argon2_verify(&p, &h) => Some(h),
+                        _ => Some(argon2_hash(&p).map_err(|e| anyhow!("hashing failed: {e}"))?),
+                    }
+                }
+            };
+            store
+                .upsert_client(&ClientRecord {
+                    tenant_id: tc.id.clone(),
+                    client_id: c.client_id.clone(),
+                    secret_hash,
+                    metadata: serde_json::to_string(&meta)?,
+                    source: "config".into(),
+                    created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(t),
+                    updated_at: t,
+                })
+                .await?;
+        }
+        ensure_keys(store, kek, &tc.id, tenant_alg(&settings, Some(cfg))).await?;
+    }
+    Ok(())
+}
+
+async fn bootstrap(global: &GlobalArgs) -> Result<(DynStore, Kek, Option<FileConfig>)> {
+    let cfg = match config_path(global) {
+        Some(p) => Some(FileConfig::load(&p)?),
+        None => None,
+    };
+    let kek = load_kek(&global.data_dir)?;
+    let store = open_store(global).await?;
+    if let Some(cfg) = &cfg {
+        apply_config(&store, &kek, cfg).await?;
+    }
+    if store.get_tenant(DEFAULT_TENANT).await?.is_none() {
+        let settings = TenantSettings::default();
+        store
+            .upsert_tenant(&TenantRecord {
+                id: DEFAULT_TENANT.into(),
+                settings: serde_json::to_string(&settings)?,
+                created_at: now(),
+            })
+            .await?;
+    }
+    for t in store.list_tenants().await? {
+        let settings: TenantSettings = serde_json::from_str(&t.settings).unwrap_or_default();
+        ensure_keys(&store, &kek, &t.id, tenant_alg(&settings, cfg.as_ref())).await?;
+    }
+    Ok((store, kek, cfg))
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let global = cli.global.clone();
+    match cli.command {
+        Command::Serve(args) => serve(&global, args).await,
+        Command::Migrate => {
+            let store = open_store(&global).await?;
+            println!("migrations applied ({})", store.backend());
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            if pw.is_empty() {
+                bail!("no password on standard input");
+            }
+            println!("{}", argon2_hash(pw).map_err(|e| anyhow!(e))?);
+            Ok(())
+        }
+        Command::Keys(cmd) => keys(&global, cmd).await,
+        Command::Clients(cmd) => clients(&global, cmd).await,
+        Command::Resources(cmd) => resources(&global, cmd).await,
+        Command::Tenants(cmd) => tenants(&global, cmd).await,
+    }
+}
+
+async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
+    let public_url = normalize_public_url(
+        &args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.listen)),
+    )?;
+    let settings = ServerSettings {
+        listen: args.listen,
+        public_url: public_url.clone(),
+        data_dir: global.data_dir.clone(),
+        database_url: database_url(global),
+        config_path: config_path(global),
+        test_clock_file: args.test_clock_file.clone(),
+    };
+    let (store, kek, _) = bootstrap(global).await?;
+    let clock = match &settings.test_clock_file {
+        Some(p) => {
+            tracing::warn!("test clock enabled: time is read from {}", p.display());
+            Clock::OffsetFile(p.clone())
+        }
+        None => Clock::System,
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("--listen: cannot bind {}", settings.listen))?;
+    let app = crate::AppState::new(store.clone(), clock.clone(), kek, public_url.clone());
+    for t in store.list_tenants().await? {
+        // Fail at start, not on the first request, if a tenant cannot load.
+        app.tenant(&t.id)
+            .await
+            .map_err(|e| anyhow!("tenant '{}': {e}", t.id))?;
+    }
+    spawn_purger(store.clone(), clock);
+    tracing::info!(listen = %settings.listen, issuer = %public_url, database = store.backend(), "gatehouse is serving");
+    println!(
+        "gatehouse listening on http://{} (issuer {})",
+        settings.listen,
+        issuer_for(&public_url, DEFAULT_TENANT)
+    );
+    axum::serve(listener, crate::app::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+    Ok(())
+}
+
+fn spawn_purger(store: DynStore, clock: Clock) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            match store.purge_expired(clock.now()).await {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "purged expired records"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging expired records failed"),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn keys(global: &GlobalArgs, cmd: KeysCommand) -> Result<()> {
+    let (store, kek, cfg) = bootstrap(global).await?;
+    match cmd {
+        KeysCommand::List { tenant } => {
+            tenant_settings(&store, &tenant).await?;
+            println!(
+                "{:<24} {:<6} {:<8} {:>12} {:>14}",
+                "KID", "ALG", "STATE", "CREATED", "PUBLISH_UNTIL"
+            );
+            for k in store.list_keys(&tenant).await? {
+                println!(
+                    "{:<24} {:<6} {:<8} {:>12} {:>14}",
+                    k.kid,
+                    k.alg,
+                    k.state,
+                    k.created_at,
+                    k.publish_until
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeysCommand::Rotate { tenant, alg } => {
+            let settings = tenant_settings(&store, &tenant).await?;
+            let alg = alg.unwrap_or_else(|| tenant_alg(&settings, cfg.as_ref()));
+            let records = store.list_keys(&tenant).await?;
+            let t = now();
+            let plan = plan_rotation(
+                &records,
+                alg,
+                &tenant,
+                &kek,
+                t,
+                settings.tokens.max_signed_lifetime(),
+            )
+            .map_err(|e| anyhow!("rotation: {e}"))?;
+            store
+                .rotate_keys(
+                    &tenant,
+                    plan.promote.as_deref(),
+                    plan.retire.as_deref(),
+                    &plan.new_next,
+                    t,
+                    plan.publish_until,
+                )
+                .await?;
+            println!(
+                "rotated: now signing with {}; retired {} (published until {}); next key {} published",
+                plan.promote.as_deref().unwrap_or("-"),
+                plan.retire.as_deref().unwrap_or("-"),
+                plan.publish_until,
+                plan.new_next.kid
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_client(c: &ClientRecord) -> Result<()> {
+    let meta: serde_json::Value = serde_json::from_str(&c.metadata)?;
+    let out = serde_json::json!({
+        "tenant": c.tenant_id,
+        "client_id": c.client_id,
+        "has_secret": c.secret_hash.is_some(),
+        "source": c.source,
+        "created_at": c.created_at,
+        "metadata": meta,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn clients(global: &GlobalArgs, cmd: ClientsCommand) -> Result<()> {
+    let (store, _, _) = bootstrap(global).await?;
+    match cmd {
+        ClientsCommand::Add(a) => {
+            tenant_settings(&store, &a.tenant).await?;
+            let method: AuthMethod = serde_json::from_value(serde_json::Value::String(
+                a.auth_method.clone(),
+            ))
+            .map_err(|_| {
+                anyhow!(
+                    "--auth-method: '{}' is not one of {}",
+                    a.auth_method,
+                    AuthMethod::ALL.join(", ")
+                )
+            })?;
+            let format: TokenFormat = serde_json::from_value(serde_json::Value::String(
+                a.token_format.clone(),
+            ))
+            .map_err(|_| anyhow!("--token-format: '{}' must be jwt or opaque", a.token_format))?;
+            let jwks = match &a.jwks_file {
+                Some(p) => Some(
+                    serde_json::from_str(
+                        &std::fs::read_to_string(p)
+                            .with_context(|| format!("--jwks-file: cannot read {}", p.display()))?,
+                    )
+                    .map_err(|e| anyhow!("--jwks-file: not JSON: {e}"))?,
+                ),
+                None => None,
+            };
+            let opt = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+            let meta = ClientMetadata {
+                client_name: a.name.clone(),
+                redirect_uris: a.redirect_uris.clone(),
+                grant_types: if a.grant_types.is_empty() {
+                    if method == AuthMethod::None || !a.redirect_uris.is_empty() {
+                        crate::tenants::default_grant_types()
+                    } else {
+                        vec!["client_credentials".into()]
+                    }
+                } else {
+                    a.grant_types.clone()
+                },
+                token_endpoint_auth_method: method,
+                jwks,
+                resources: opt(&a.resources),
+                scopes: opt(&a.scopes),
+                default_scopes: opt(&a.default_scopes),
+                access_token_format: format,
+                access_token_ttl: None,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                dynamic: false,
+            };
+            let (secret, secret_hash) = if method.uses_secret() {
+                let secret = match &a.secret_env {
+                    Some(var) => std::env::var(var)
+                        .map_err(|_| anyhow!("--secret-env: ${var} is not set"))?,
+                    None => Handle::generate().expose().to_string(),
+                };
+                let hash = argon2_hash(&secret).map_err(|e| anyhow!(e))?;
+                (Some(secret), Some(hash))
+            } else {
+                (None, None)
+            };
+            let tenant_resources: Vec<String> = store
+                .list_resources(&a.tenant)
+                .await?
+                .into_iter()
+                .map(|r| r.uri)
+                .collect();
+            validate_client(&a.client_id, &meta, secret.is_some(), &tenant_resources)
+                .map_err(|e| anyhow!("--{}", e.replace('_', "-")))?;
+            if store.get_client(&a.tenant, &a.client_id).await?.is_some() {
+                bail!(
+                    "--client-id: client '{}' already exists in tenant '{}'",
+                    a.client_id,
+                    a.tenant
+                );
+            }
+            let t = now();
+            store
+                .upsert_client(&ClientRecord {
+                    tenant_id: a.tenant.clone(),
+                    client_id: a.client_id.clone(),
+                    secret_hash,
+                    metadata: serde_json::to_string(&meta)?,
+                    source: "cli".into(),
+                    created_at: t,
+                    updated_at: t,
+                })
+                .await?;
+            println!("client '{}' added to tenant '{}'", a.client_id, a.tenant);
+            if let (Some(s), None) = (&secret, &a.secret_env) {
+                println!("client_secret: {s}");
+                println!("(shown once; only its hash is stored)");
+            }
+        }
+        ClientsCommand::List { tenant } => {
+            tenant_settings(&store, &tenant).await?;
+            for c in store.list_clients(&tenant).await? {
+                let meta: ClientMetadata = serde_json::from_str(&c.metadata)?;
+                println!(
+                    "{:<32} {:<20} {:<7} {}",
+                    c.client_id,
+                    meta.token_endpoint_auth_method.as_str(),
+                    c.source,
+                    meta.grant_types.join(",")
+                );
+            }
+        }
+        ClientsCommand::Show { client_id, tenant } => {
+            let c = store
+                .get_client(&tenant, &client_id)
+                .await?
+                .ok_or_else(|| {
+                    anyhow!("client_id: no client '{client_id}' in tenant '{tenant}'")
+                })?;
+            print_client(&c)?;
+        }
+        ClientsCommand::Delete { client_id, tenant } => {
+            if !store.delete_client(&tenant, &client_id).await? {
+                bail!("client_id: no client '{client_id}' in tenant '{tenant}'");
+            }
+            println!("client '{client_id}' deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn resources(global: &GlobalArgs, cmd: ResourcesCommand) -> Result<()> {
+    let (store, _, _) = bootstrap(global).await?;
+    match cmd {
+        ResourcesCommand::Add {
+            uri,
+            tenant,
+            name,
+            scopes,
+            default_scopes,
+        } => {
+            tenant_settings(&store, &tenant).await?;
+            let rc = crate::config::ResourceConfig {
+                uri: uri.clone(),
+                name: name.clone(),
+                scopes: scopes.clone(),
+                default_scopes: (!default_scopes.is_empty()).then(|| default_scopes.clone()),
+                access_token_ttl: None,
+            };
+            let canon = crate::config::validate_resource(&rc)
+                .map_err(|e| anyhow!("--{}", e.replace('_', "-")))?;
+            let rs = ResourceSettings {
+                name,
+                scopes,
+                default_scopes: rc.default_scopes,
+                access_token_ttl: None,
+            };
+            store
+                .upsert_resource(&ResourceRecord {
+                    tenant_id: tenant.clone(),
+                    uri: canon.clone(),
+                    settings: serde_json::to_string(&rs)?,
+                    created_at: now(),
+                })
+                .await?;
+            println!("resource {canon} saved in tenant '{tenant}'");
+        }
+        ResourcesCommand::List { tenant } => {
+            tenant_settings(&store, &tenant).await?;
+            for r in store.list_resources(&tenant).await? {
+                let s: ResourceSettings = serde_json::from_str(&r.settings)?;
+                println!("{:<48} {}", r.uri, s.scopes.join(" "));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn tenants(global: &GlobalArgs, cmd: TenantsCommand) -> Result<()> {
+    let (store, kek, cfg) = bootstrap(global).await?;
+    match cmd {
+        TenantsCommand::Add { id, display_name } => {
+            validate_tenant_id(&id).map_err(|e| anyhow!("id: {e}"))?;
+            if store.get_tenant(&id).await?.is_some() {
+                bail!("id: tenant '{id}' already exists");
+            }
+            let settings = TenantSettings {
+                display_name,
+                ..Default::default()
+            };
+            store
+                .upsert_tenant(&TenantRecord {
+                    id: id.clone(),
+                    settings: serde_json::to_string(&settings)?,
+                    created_at: now(),
+                })
+                .await?;
+            ensure_keys(&store, &kek, &id, tenant_alg(&settings, cfg.as_ref())).await?;
+            println!("tenant '{id}' added");
+        }
+        TenantsCommand::List => {
+            for t in store.list_tenants().await? {
+                let s: TenantSettings = serde_json::from_str(&t.settings).unwrap_or_default();
+                println!("{:<24} {}", t.id, s.display_name.unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub type SharedStore = Arc<dyn crate::store::Store>;

@@ -1,0 +1,484 @@
+//! Typed configuration: command-line flags and GATEHOUSE_* environment
+//! variables for the server, a TOML file for tenants, connectors, clients and
+//! resources. Every problem is reported as one line naming the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::oauth::{redirect_uri, resource, scope::ScopeSet};
+use crate::tenants::{
+    model::{
+        AuthMethod, ClientMetadata, ConnectorSettings, TenantSettings, TokenFormat, TokenPolicy,
+    },
+    validate_tenant_id, SUPPORTED_GRANTS,
+};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Signing algorithm for new keys: ES256 (default), EdDSA or RS256.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub default_resource: Option<String>,
+    #[serde(default)]
+    pub tokens: TokenPolicy,
+    #[serde(default)]
+    pub signing_alg: Option<String>,
+    #[serde(default)]
+    pub connectors: Vec<ConnectorSettings>,
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    pub uri: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub default_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub access_token_ttl: Option<i64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    #[serde(default)]
+    pub client_name: Option<String>,
+    /// Plain secret: for development configs only. Prefer `secret_hash`
+    /// (argon2 PHC) or `secret_env` (name of an environment variable).
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<AuthMethod>,
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub default_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub access_token_format: TokenFormat,
+    #[serde(default)]
+    pub access_token_ttl: Option<i64>,
+    #[serde(default)]
+    pub refresh_token_ttl: Option<i64>,
+    #[serde(default)]
+    pub skip_consent: bool,
+}
+
+/// A client's secret as configured, before hashing.
+#[derive(Clone)]
+pub enum SecretSource {
+    None,
+    Plain(String),
+    Hash(String),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SecretSource::None => "None",
+            SecretSource::Plain(_) => "Plain(***)",
+            SecretSource::Hash(_) => "Hash(***)",
+        })
+    }
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!("{}: cannot read config file: {e}", path.display()))
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            let msg = inner.message().replace('\n', " ");
+            if path == "." || path.is_empty() {
+                ConfigError(format!("{origin}{line}: {msg}"))
+            } else {
+                ConfigError(format!("{origin}{line}: {path}: {msg}"))
+            }
+        })?;
+        cfg.validate()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(alg) = &self.keys.algorithm {
+            alg.parse::<crate::keys::Alg>()
+                .map_err(|e| format!("keys.algorithm: {e}"))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let at = format!("tenants[{i}]");
+            validate_tenant_id(&t.id).map_err(|e| format!("{at}.id: {e}"))?;
+            if !seen.insert(&t.id) {
+                return Err(format!("{at}.id: tenant '{}' is defined twice", t.id));
+            }
+            t.validate(&at)?;
+        }
+        Ok(())
+    }
+}
+
+impl TenantConfig {
+    pub fn settings(&self) -> TenantSettings {
+        TenantSettings {
+            display_name: self.display_name.clone(),
+            default_resource: self
+                .default_resource
+                .as_deref()
+                .and_then(|r| resource::canonicalize(r).ok()),
+            tokens: self.tokens.clone(),
+            signing_alg: self.signing_alg.clone(),
+            connectors: self.connectors.clone(),
+        }
+    }
+
+    fn validate(&self, at: &str) -> Result<(), String> {
+        self.tokens
+            .validate()
+            .map_err(|e| format!("{at}.tokens: {e}"))?;
+        if let Some(alg) = &self.signing_alg {
+            alg.parse::<crate::keys::Alg>()
+                .map_err(|e| format!("{at}.signing_alg: {e}"))?;
+        }
+        crate::tenants::build_connectors(&self.settings())
+            .map_err(|e| format!("{at}.connectors: {e}"))?;
+        let mut canon = Vec::new();
+        for (j, r) in self.resources.iter().enumerate() {
+            let rat = format!("{at}.resources[{j}]");
+            canon.push(validate_resource(r).map_err(|e| format!("{rat}.{e}"))?);
+        }
+        if let Some(d) = &self.default_resource {
+            let c = resource::canonicalize(d).map_err(|e| format!("{at}.default_resource: {e}"))?;
+            if !canon.contains(&c) {
+                return Err(format!(
+                    "{at}.default_resource: '{d}' is not one of this tenant's resources"
+                ));
+            }
+        }
+        for (j, c) in self.clients.iter().enumerate() {
+            let cat = format!("{at}.clients[{j}]");
+            c.metadata(&canon).map_err(|e| format!("{cat}.{e}"))?;
+            c.secret_source().map_err(|e| format!("{cat}.{e}"))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn validate_resource(r: &ResourceConfig) -> Result<String, String> {
+    let uri = resource::canonicalize(&r.uri).map_err(|e| format!("uri: {e}"))?;
+    if r.scopes.is_empty() {
+        return Err("scopes: a resource needs at least one scope".into());
+    }
+    let scopes = ScopeSet::parse(&r.scopes.join(" ")).map_err(|e| format!("scopes: {e}"))?;
+    if let Some(d) = &r.default_scopes {
+        let d = ScopeSet::parse(&d.join(" ")).map_err(|e| format!("default_scopes: {e}"))?;
+        if !d.is_subset(&scopes) {
+            return Err(
+                "default_scopes: every default scope must be one of the resource's scopes".into(),
+            );
+        }
+    }
+    if let Some(ttl) = r.access_token_ttl {
+        if !(1..=86_400).contains(&ttl) {
+            return Err(format!(
+                "access_token_ttl: must be between 1 and 86400 seconds (got {ttl})"
+            ));
+        }
+    }
+    Ok(uri)
+}
+
+impl ClientConfig {
+    pub fn secret_source(&self) -> Result<SecretSource, String> {
+        let given = [
+            self.secret.is_some(),
+            self.secret_hash.is_some(),
+            self.secret_env.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given > 1 {
+            return Err("secret: give only one of secret, secret_hash and secret_env".into());
+        }
+        if let Some(s) = &self.secret {
+            if s.len() < 16 {
+                return Err("secret: must be at least 16 characters".into());
+            }
+            return Ok(SecretSource::Plain(s.clone()));
+        }
+        if let Some(h) = &self.secret_hash {
+            argon2::PasswordHash::new(h)
+                .map_err(|e| format!("secret_hash: not an argon2 PHC string: {e}"))?;
+            return Ok(SecretSource::Hash(h.clone()));
+        }
+        if let Some(var) = &self.secret_env {
+            return match std::env::var(var) {
+                Ok(s) if s.len() >= 16 => Ok(SecretSource::Plain(s)),
+                Ok(_) => Err(format!(
+                    "secret_env: the secret in ${var} must be at least 16 characters"
+                )),
+                Err(_) => Err(format!(
+                    "secret_env: environment variable ${var} is not set"
+                )),
+            };
+        }
+        Ok(SecretSource::None)
+    }
+
+    pub fn metadata(&self, tenant_resources: &[String]) -> Result<ClientMetadata, String> {
+        let has_secret =
+            self.secret.is_some() || self.secret_hash.is_some() || self.secret_env.is_some();
+        let method = match self.token_endpoint_auth_method {
+            Some(m) => m,
+            None if has_secret => AuthMethod::ClientSecretBasic,
+            None if self.jwks.is_some() => AuthMethod::PrivateKeyJwt,
+            None => AuthMethod::None,
+        };
+        let meta = ClientMetadata {
+            client_name: self.client_name.clone(),
+            redirect_uris: self.redirect_uris.clone(),
+            grant_types: self.grant_types.clone().unwrap_or_else(|| {
+                if method == AuthMethod::None || !self.redirect_uris.is_empty() {
+                    crate::tenants::default_grant_types()
+                } else {
+                    vec!["client_credentials".into()]
+                }
+            }),
+            token_endpoint_auth_method: method,
+            jwks: self.jwks.clone(),
+            resources: self.resources.clone(),
+            scopes: self.scopes.clone(),
+            default_scopes: self.default_scopes.clone(),
+            access_token_format: self.access_token_format,
+            access_token_ttl: self.access_token_ttl,
+            refresh_token_ttl: self.refresh_token_ttl,
+            skip_consent: self.skip_consent,
+            dynamic: false,
+        };
+        validate_client(&self.client_id, &meta, has_secret, tenant_resources)?;
+        Ok(meta)
+    }
+}
+
+/// Rules every client must satisfy, however it was created. The error names
+/// the offending field.
+pub fn validate_client(
+    client_id: &str,
+    meta: &ClientMetadata,
+    has_secret: bool,
+    tenant_resources: &[String],
+) -> Result<(), String> {
+    if client_id.is_empty()
+        || client_id.len() > 255
+        || client_id.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err("client_id: must be 1-255 visible characters without spaces".into());
+    }
+    for g in &meta.grant_types {
+        if !SUPPORTED_GRANTS.contains(&g.as_str()) {
+            return Err(format!(
+                "grant_types: '{g}' is not supported (supported: {})",
+                SUPPORTED_GRANTS.join(", ")
+            ));
+        }
+    }
+    if meta.grant_types.is_empty() {
+        return Err("grant_types: at least one grant type is needed".into());
+    }
+    let method = meta.token_endpoint_auth_method;
+    if method.uses_secret() && !has_secret {
+        return Err(format!("secret: {} needs a secret", method.as_str()));
+    }
+    if !method.uses_secret() && has_secret {
+        return Err(format!(
+            "secret: a client using {} must not have a secret",
+            method.as_str()
+        ));
+    }
+    if method == AuthMethod::PrivateKeyJwt && meta.jwks.is_none() {
+        return Err("jwks: private_key_jwt needs the client's public keys".into());
+    }
+    if method == AuthMethod::None && meta.allows_grant("client_credentials") {
+        return Err(
+            "grant_types: client_credentials needs an authenticated (confidential) client".into(),
+        );
+    }
+    if meta.allows_grant("authorization_code") {
+        if meta.redirect_uris.is_empty() {
+            return Err("redirect_uris: authorization_code needs at least one redirect URI".into());
+        }
+        for (i, uri) in meta.redirect_uris.iter().enumerate() {
+            redirect_uri::validate_registered(uri, true)
+                .map_err(|e| format!("redirect_uris[{i}]: {e}"))?;
+        }
+    }
+    if let Some(rs) = &meta.resources {
+        for (i, r) in rs.iter().enumerate() {
+            let c = resource::canonicalize(r).map_err(|e| format!("resources[{i}]: {e}"))?;
+            if !tenant_resources.is_empty() && !tenant_resources.contains(&c) {
+                return Err(format!(
+                    "resources[{i}]: '{r}' is not a resource of this tenant"
+                ));
+            }
+        }
+    }
+    for (field, list) in [
+        ("scopes", &meta.scopes),
+        ("default_scopes", &meta.default_scopes),
+    ] {
+        if let Some(list) = list {
+            ScopeSet::parse(&list.join(" ")).map_err(|e| format!("{field}: {e}"))?;
+        }
+    }
+    for (field, ttl) in [
+        ("access_token_ttl", meta.access_token_ttl),
+        ("refresh_token_ttl", meta.refresh_token_ttl),
+    ] {
+        if let Some(t) = ttl {
+            if !(1..=365 * 86_400).contains(&t) {
+                return Err(format!("{field}: out of range ({t})"));
+            }
+        }
+    }
+    if meta.skip_consent && meta.dynamic {
+        return Err("skip_consent: a self-registered client cannot skip consent".into());
+    }
+    Ok(())
+}
+
+/// Server settings resolved from flags and environment.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: std::net::SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub config_path: Option<PathBuf>,
+    pub test_clock_file: Option<PathBuf>,
+}
+
+/// The public URL must be an absolute http(s) URL without query or fragment;
+/// it becomes the default tenant's issuer.
+pub fn normalize_public_url(s: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(s)
+        .map_err(|e| ConfigError(format!("--public-url: '{s}' is not a URL: {e}")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(ConfigError(format!(
+            "--public-url: scheme must be http or https (got '{}')",
+            url.scheme()
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError(
+            "--public-url: must not have a query or fragment".into(),
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(ConfigError("--public-url: must have a host".into()));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err =
+            FileConfig::parse("[[tenants]]\nid = \"default\"\nbogus = 1\n", "x.toml").unwrap_err();
+        assert!(err.0.starts_with("x.toml:"), "{}", err.0);
+        assert!(err.0.contains("bogus"), "{}", err.0);
+        assert!(!err.0.contains('\n'));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_path() {
+        let err = FileConfig::parse(
+            "[[tenants]]\nid = \"default\"\n[tenants.tokens]\ncode_ttl = \"x\"\n",
+            "x.toml",
+        )
+        .unwrap_err();
+        assert!(err.0.contains("tenants[0].tokens.code_ttl"), "{}", err.0);
+    }
+
+    #[test]
+    fn bad_redirect_uri_names_the_client_field() {
+        let text = "[[tenants]]\nid = \"default\"\n[[tenants.clients]]\nclient_id = \"c\"\nredirect_uris = [\"http://evil.example/cb\"]\n";
+        let err = FileConfig::parse(text, "x.toml").unwrap_err();
+        assert!(
+            err.0.contains("tenants[0].clients[0].redirect_uris[0]"),
+            "{}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn public_client_cannot_use_client_credentials() {
+        let text = "[[tenants]]\nid = \"default\"\n[[tenants.clients]]\nclient_id = \"c\"\ngrant_types = [\"client_credentials\"]\n";
+        let err = FileConfig::parse(text, "x.toml").unwrap_err();
+        assert!(err.0.contains("confidential"), "{}", err.0);
+    }
+
+    #[test]
+    fn shipped_dev_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev.toml");
+        FileConfig::load(Path::new(path)).unwrap();
+    }
+}

@@ -1,0 +1,13 @@
+//! One module per HTTP endpoint: HTTP in, HTTP out; the rules live in `oauth`.
+
+pub mod authorize;
+pub mod consent;
+pub mod discovery;
+pub mod flow;
+pub mod health;
+pub mod introspect;
+pub mod jwks;
+pub mod login;
+pub mod revoke;
+pub mod token;
+pub mod userinfo;

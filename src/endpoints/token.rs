@@ -1,0 +1,116 @@
+//! POST /token: parses and authenticates, then hands over to one grant.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::grants;
+use crate::oauth::client_auth::{self, Client};
+use crate::oauth::errors::{OAuthError, OAuthResult};
+use crate::oauth::params::{check_form_content_type, Params};
+use crate::tenants::{Tenant, TenantCtx};
+use crate::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        let mut res = axum::Json(self).into_response();
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res.headers_mut()
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        res
+    }
+}
+
+/// A form POST body, as the RFCs require of every back-channel endpoint.
+pub fn parse_form(headers: &HeaderMap, body: &[u8], repeatable: &[&str]) -> OAuthResult<Params> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    check_form_content_type(content_type)
+        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    Params::parse(body, repeatable).map_err(|e| OAuthError::invalid_request(e.to_string()))
+}
+
+/// Audiences a private_key_jwt assertion may name for this endpoint.
+pub fn assertion_audiences(tenant: &Tenant, endpoint: &str) -> Vec<String> {
+    vec![
+        tenant.issuer.clone(),
+        tenant.endpoint(endpoint),
+        tenant.endpoint("/token"),
+    ]
+}
+
+pub async fn token(
+    State(app): State<AppState>,
+    tenant: TenantCtx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match run(&app, &tenant, &headers, &body).await {
+        Ok(res) => res.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(
+    app: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> OAuthResult<TokenResponse> {
+    let params = parse_form(headers, body, &["resource"])?;
+    let grant_type = params
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("missing required parameter 'grant_type'"))?
+        .to_string();
+    let handler: fn(&str) -> bool = grants::is_supported;
+    if !handler(&grant_type) {
+        return Err(OAuthError::unsupported_grant_type(format!(
+            "grant_type '{grant_type}' is not supported"
+        )));
+    }
+    let client: std::sync::Arc<Client> = client_auth::authenticate(
+        app,
+        tenant,
+        headers,
+        &params,
+        &assertion_audiences(tenant, "/token"),
+    )
+    .await?;
+    if !client.meta.allows_grant(&grant_type) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "this client may not use the {grant_type} grant"
+        )));
+    }
+    let result = grants::dispatch(app, tenant, &client, &grant_type, &params).await;
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    let detail = match &result {
+        Ok(_) => serde_json::json!({"grant_type": grant_type}),
+        Err(e) => serde_json::json!({"grant_type": grant_type, "error": e.code.as_str()}),
+    };
+    app.audit.record(
+        tenant,
+        "token",
+        outcome,
+        Some(&client.client_id),
+        None,
+        None,
+        detail,
+    );
+    result
+}

@@ -1,0 +1,118 @@
+//! One module per grant type behind the token endpoint.
+
+pub mod authorization_code;
+pub mod client_credentials;
+pub mod refresh_token;
+
+use crate::endpoints::token::TokenResponse;
+use crate::oauth::authorization_request::allowed_resource;
+use crate::oauth::client_auth::Client;
+use crate::oauth::errors::{OAuthError, OAuthResult};
+use crate::oauth::params::Params;
+use crate::oauth::resource;
+use crate::oauth::scope::ScopeSet;
+use crate::tenants::{
+    Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, OIDC_SCOPES,
+};
+use crate::AppState;
+
+pub fn is_supported(grant_type: &str) -> bool {
+    [
+        GRANT_AUTHORIZATION_CODE,
+        GRANT_REFRESH_TOKEN,
+        GRANT_CLIENT_CREDENTIALS,
+    ]
+    .contains(&grant_type)
+}
+
+pub async fn dispatch(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    grant_type: &str,
+    params: &Params,
+) -> OAuthResult<TokenResponse> {
+    match grant_type {
+        GRANT_AUTHORIZATION_CODE => authorization_code::grant(app, tenant, client, params).await,
+        GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params).await,
+        GRANT_CLIENT_CREDENTIALS => client_credentials::grant(app, tenant, client, params).await,
+        other => Err(OAuthError::unsupported_grant_type(format!(
+            "grant_type '{other}' is not supported"
+        ))),
+    }
+}
+
+/// RFC 8707 at the token endpoint: the one resource this token is for,
+/// chosen among those granted. Tokens carry exactly one audience.
+pub fn pick_resource(params: &Params, granted: &[String]) -> OAuthResult<String> {
+    let requested = params.get_all("resource");
+    match requested.as_slice() {
+        [] => match granted {
+            [only] => Ok(only.clone()),
+            _ => Err(OAuthError::invalid_target(
+                "several resources were granted; name one with the resource parameter",
+            )),
+        },
+        [one] => {
+            let canon = resource::canonicalize(one)
+                .map_err(|e| OAuthError::invalid_target(e.to_string()))?;
+            if granted.contains(&canon) {
+                Ok(canon)
+            } else {
+                Err(OAuthError::invalid_target(format!(
+                    "'{canon}' was not part of this grant"
+                )))
+            }
+        }
+        _ => Err(OAuthError::invalid_target("request one resource per token")),
+    }
+}
+
+/// Checks a resource named by a client_credentials request.
+pub fn resource_for_client(
+    tenant: &Tenant,
+    client: &Client,
+    params: &Params,
+) -> OAuthResult<String> {
+    let requested = params.get_all("resource");
+    let canon = match requested.as_slice() {
+        [] => tenant.settings.default_resource.clone().ok_or_else(|| {
+            OAuthError::invalid_target("the resource parameter is required (RFC 8707)")
+        })?,
+        [one] => {
+            resource::canonicalize(one).map_err(|e| OAuthError::invalid_target(e.to_string()))?
+        }
+        _ => return Err(OAuthError::invalid_target("request one resource per token")),
+    };
+    allowed_resource(tenant, client, &canon)?;
+    Ok(canon)
+}
+
+/// The part of a granted scope that belongs in a token for `resource`:
+/// that resource's scopes plus the OIDC ones.
+pub fn scope_for_resource(tenant: &Tenant, granted: &ScopeSet, resource: &str) -> ScopeSet {
+    let mut relevant: ScopeSet = OIDC_SCOPES.iter().copied().collect();
+    if let Some(r) = tenant.resource(resource) {
+        relevant = relevant.union(&r.settings.scopes.iter().map(String::as_str).collect());
+    }
+    granted.intersection(&relevant)
+}
+
+/// A refresh may narrow the scope, never widen it (RFC 6749 §6).
+pub fn narrowed_scope(params: &Params, granted: &ScopeSet) -> OAuthResult<ScopeSet> {
+    match params.get("scope") {
+        None => Ok(granted.clone()),
+        Some(s) => {
+            let requested =
+                ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+            let extra = requested.difference(granted);
+            if extra.is_empty() {
+                Ok(requested)
+            } else {
+                Err(OAuthError::invalid_scope(format!(
+                    "scope exceeds what was granted: {extra}"
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! grant_type=refresh_token (RFC 6749 §6, OAuth 2.1 §4.3, RFC 9700 §4.14):
+//! rotation on every use; reuse of a rotated token revokes the family.
+
+use crate::endpoints::token::TokenResponse;
+use crate::oauth::client_auth::Client;
+use crate::oauth::errors::{OAuthError, OAuthResult};
+use crate::oauth::params::Params;
+use crate::oauth::scope::ScopeSet;
+use crate::store::{RefreshRecord, RefreshRotation};
+use crate::tenants::Tenant;
+use crate::tokens::secret::{ct_eq, Handle};
+use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
+use crate::AppState;
+
+use super::{narrowed_scope, pick_resource, scope_for_resource};
+
+fn new_refresh_record(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    grant_id: &str,
+    grant_expires_at: i64,
+) -> (Handle, RefreshRecord) {
+    let handle = Handle::generate();
+    let rec = RefreshRecord {
+        token_hash: handle.hash(),
+        tenant_id: tenant.id.clone(),
+        client_id: client.client_id.clone(),
+        grant_id: grant_id.to_string(),
+        data: "{}".into(),
+        created_at: app.now(),
+        // The family lives as long as its grant: refresh tokens do not extend it.
+        expires_at: grant_expires_at,
+    };
+    (handle, rec)
+}
+
+/// The first refresh token of a grant (from the code grant).
+pub async fn issue_refresh_token(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    grant_id: &str,
+) -> OAuthResult<String> {
+    let grant = app
+        .store
+        .get_grant(grant_id)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?;
+    let (handle, rec) = new_refresh_record(app, tenant, client, grant_id, grant.expires_at);
+    app.store.put_refresh(&rec).await?;
+    Ok(handle.expose().to_string())
+}
+
+pub async fn grant(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &Params,
+) -> OAuthResult<TokenResponse> {
+    let presented = params
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("missing required parameter 'refresh_token'"))?;
+    let hash = Handle::from_presented(presented).hash();
+    let now = app.now();
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let (old, rotated_at) = app
+        .store
+        .get_refresh(&tenant.id, &hash)
+        .await?
+        .ok_or_else(invalid)?;
+    if !ct_eq(&old.client_id, &client.client_id) {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if rotated_at.is_some() {
+        // Reuse of a rotated token: someone holds a copy. Revoke the family.
+        app.store.revoke_grant(&old.grant_id, now).await?;
+        app.audit.record(
+            tenant,
+            "refresh_reuse",
+            "revoked",
+            Some(&client.client_id),
+            None,
+            None,
+            serde_json::json!({"grant_id": old.grant_id}),
+        );
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was already used; its token family is revoked",
+        ));
+    }
+    if old.expires_at <= now {
+        return Err(invalid());
+    }
+    let grant = app
+        .store
+        .get_grant(&old.grant_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if grant.revoked_at.is_some() {
+        return Err(invalid());
+    }
+    let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| invalid())?;
+    let granted = ScopeSet::parse(&data.scope).unwrap_or_default();
+    let resource = pick_resource(params, &data.resources)?;
+    let scope = scope_for_resource(tenant, &narrowed_scope(params, &granted)?, &resource);
+
+    let (handle, new) = new_refresh_record(app, tenant, client, &grant.id, grant.expires_at);
+    match app
+        .store
+        .rotate_refresh(&tenant.id, &hash, &new, now)
+        .await?
+    {
+        RefreshRotation::Rotated { .. } => {}
+        RefreshRotation::Reused { grant_id } => {
+            app.audit.record(
+                tenant,
+                "refresh_reuse",
+                "revoked",
+                Some(&client.client_id),
+                None,
+                None,
+                serde_json::json!({"grant_id": grant_id}),
+            );
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was already used; its token family is revoked",
+            ));
+        }
+        RefreshRotation::Unknown => return Err(invalid()),
+    }
+    let access = mint_access_token(
+        app,
+        tenant,
+        AccessTokenSpec {
+            client,
+            subject: &grant.subject,
+            scope: &scope,
+            resource: &resource,
+            grant_id: Some(&grant.id),
+            auth_time: Some(data.auth_time),
+        },
+    )
+    .await?;
+    let id_token = if scope.contains("openid") {
+        Some(mint_id_token(
+            app,
+            tenant,
+            IdTokenSpec {
+                client_id: &client.client_id,
+                subject: &grant.subject,
+                grant: &data,
+                scope: &scope,
+                nonce: None,
+                access_token: &access.token,
+            },
+        )?)
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+        scope: scope.to_string(),
+        refresh_token: Some(handle.expose().to_string()),
+        id_token,
+    })
+}

@@ -1,0 +1,440 @@
+//! Client authentication at the token, introspection and revocation
+//! endpoints: client_secret_basic, client_secret_post, private_key_jwt
+//! (RFC 7523) and `none` for public clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use moka::future::Cache;
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+
+use super::errors::{OAuthError, OAuthResult};
+use super::params::Params;
+use crate::store::{ClientRecord, DynStore, StoreError};
+use crate::tenants::{AuthMethod, ClientMetadata, Tenant};
+use crate::tokens::secret::argon2_verify;
+
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub secret_hash: Option<String>,
+    pub meta: ClientMetadata,
+    pub source: String,
+}
+
+impl Client {
+    pub fn from_record(rec: ClientRecord) -> Result<Client, StoreError> {
+        let meta: ClientMetadata = serde_json::from_str(&rec.metadata)?;
+        Ok(Client {
+            tenant_id: rec.tenant_id,
+            client_id: rec.client_id,
+            secret_hash: rec.secret_hash,
+            meta,
+            source: rec.source,
+        })
+    }
+}
+
+/// Clients by id, and secrets already verified. The secret cache is keyed by
+/// an HMAC (with a per-process random key) over the client, its current
+/// secret hash and the presented secret, so it never holds a secret and a
+/// rotated secret misses at once.
+#[derive(Clone)]
+pub struct ClientCache {
+    clients: Cache<(String, String), Arc<Client>>,
+    verified: Cache<[u8; 32], ()>,
+    mac_key: Arc<[u8; 32]>,
+    /// argon2 is memory- and CPU-hard: bound how many run at once so a burst
+    /// of bad secrets cannot starve the node.
+    hashing: Arc<Semaphore>,
+}
+
+impl ClientCache {
+    pub fn new(ttl: Duration) -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let permits = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            * 2;
+        Self {
+            clients: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            verified: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            mac_key: Arc::new(key),
+            hashing: Arc::new(Semaphore::new(permits)),
+        }
+    }
+
+    pub async fn find(
+        &self,
+        store: &DynStore,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<Arc<Client>>, StoreError> {
+        let key = (tenant_id.to_string(), client_id.to_string());
+        if let Some(c) = self.clients.get(&key).await {
+            return Ok(Some(c));
+        }
+        // Misses are not cached: a client registered on another node must
+        // work here at once.
+        match store.get_client(tenant_id, client_id).await? {
+            Some(rec) => {
+                let client = Arc::new(Client::from_record(rec)?);
+                self.clients.insert(key, client.clone()).await;
+                Ok(Some(client))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn invalidate(&self, tenant_id: &str, client_id: &str) {
+        self.clients
+            .invalidate(&(tenant_id.to_string(), client_id.to_string()))
+            .await;
+    }
+
+    pub async fn verify_secret(&self, client: &Client, presented: &str) -> bool {
+        let Some(phc) = client.secret_hash.clone() else {
+            return false;
+        };
+        let digest = self.digest(client, &phc, presented);
+        if self.verified.get(&digest).await.is_some() {
+            return true;
+        }
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return false;
+        };
+        let presented = presented.to_string();
+        let ok = tokio::task::spawn_blocking(move || argon2_verify(&presented, &phc))
+            .await
+            .unwrap_or(false);
+        if ok {
+            self.verified.insert(digest, ()).await;
+        }
+        ok
+    }
+
+    fn digest(&self, client: &Client, phc: &str, presented: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.mac_key.as_slice()) {
+            for part in [
+                client.tenant_id.as_str(),
+                client.client_id.as_str(),
+                phc,
+                presented,
+            ] {
+                mac.update(&(part.len() as u64).to_be_bytes());
+                mac.update(part.as_bytes());
+            }
+            out.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        out
+    }
+}
+
+/// What the request presented, before any lookup.
+#[derive(Debug)]
+enum Presented {
+    Basic {
+        client_id: String,
+        secret: String,
+    },
+    Post {
+        client_id: String,
+        secret: String,
+    },
+    Assertion {
+        client_id: Option<String>,
+        assertion: String,
+    },
+    PublicId {
+        client_id: String,
+    },
+}
+
+fn presented(headers: &HeaderMap, params: &Params) -> OAuthResult<Presented> {
+    let basic = basic_credentials(headers)?;
+    let body_secret = params.get("client_secret");
+    let assertion = params.get("client_assertion");
+    let body_id = params.get("client_id");
+    let methods = [basic.is_some(), body_secret.is_some(), assertion.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if methods > 1 {
+        return Err(OAuthError::invalid_request(
+            "use exactly one client authentication method",
+        ));
+    }
+    if let Some((id, secret)) = basic {
+        if let Some(body_id) = body_id {
+            if body_id != id {
+                return Err(OAuthError::invalid_request(
+                    "client_id in the body does not match the Authorization header",
+                ));
+            }
+        }
+        return Ok(Presented::Basic {
+            client_id: id,
+            secret,
+        });
+    }
+    if let Some(secret) = body_secret {
+        let id =
+            body_id.ok_or_else(|| OAuthError::invalid_request("client_secret needs client_id"))?;
+        return Ok(Presented::Post {
+            client_id: id.to_string(),
+            secret: secret.to_string(),
+        });
+    }
+    if let Some(assertion) = assertion {
+        if params.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
+        }
+        return Ok(Presented::Assertion {
+            client_id: body_id.map(str::to_string),
+            assertion: assertion.to_string(),
+        });
+    }
+    match body_id {
+        Some(id) => Ok(Presented::PublicId {
+            client_id: id.to_string(),
+        }),
+        None => Err(OAuthError::invalid_client(
+            "client authentication is required",
+        )),
+    }
+}
+
+/// RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+fn basic_credentials(headers: &HeaderMap) -> OAuthResult<Option<(String, String)>> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return Err(OAuthError::invalid_client("malformed Authorization header"));
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_client(
+            "only the Basic scheme authenticates clients here",
+        ));
+    }
+    let decoded = STANDARD
+        .decode(rest.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let (id, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let unescape = |s: &str| -> String {
+        form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let (id, secret) = (unescape(id), unescape(secret));
+    if id.is_empty() {
+        return Err(OAuthError::invalid_client("malformed Basic credentials"));
+    }
+    Ok(Some((id, secret)))
+}
+
+/// Authenticates the calling client, returning it. `audiences` are the values
+/// a private_key_jwt assertion may name as `aud` (issuer, endpoint URL).
+pub async fn authenticate(
+    app: &crate::AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    params: &Params,
+    audiences: &[String],
+) -> OAuthResult<Arc<Client>> {
+    let presented = presented(headers, params)?;
+    let claimed_id = match &presented {
+        Presented::Basic { client_id, .. }
+        | Presented::Post { client_id, .. }
+        | Presented::PublicId { client_id } => client_id.clone(),
+        Presented::Assertion {
+            client_id,
+            assertion,
+        } => match client_id {
+            Some(id) => id.clone(),
+            None => assertion_subject(assertion)?,
+        },
+    };
+    let client = app
+        .clients
+        .find(&app.store, &tenant.id, &claimed_id)
+        .await?
+        .ok_or_else(|| {
+            OAuthError::invalid_client("client authentication failed: unknown client")
+        })?;
+    let method = client.meta.token_endpoint_auth_method;
+    match presented {
+        Presented::Basic { secret, .. } | Presented::Post { secret, .. } => {
+            if !method.uses_secret() {
+                return Err(OAuthError::invalid_client(format!(
+                    "this client authenticates with {}, not a client secret",
+                    method.as_str()
+                )));
+            }
+            if !app.clients.verify_secret(&client, &secret).await {
+                return Err(OAuthError::invalid_client("client authentication failed"));
+            }
+        }
+        Presented::Assertion { assertion, .. } => {
+            if method != AuthMethod::PrivateKeyJwt {
+                return Err(OAuthError::invalid_client(format!(
+                    "this client authenticates with {}, not private_key_jwt",
+                    method.as_str()
+                )));
+            }
+            verify_assertion(app, tenant, &client, &assertion, audiences).await?;
+        }
+        Presented::PublicId { .. } => {
+            if method != AuthMethod::None {
+                return Err(OAuthError::invalid_client(format!(
+                    "client authentication is required ({})",
+                    method.as_str()
+                )));
+            }
+        }
+    }
+    Ok(client)
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    jti: Option<String>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+fn assertion_subject(assertion: &str) -> OAuthResult<String> {
+    // Only to find which client's keys to check the signature with.
+    let payload = assertion
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion is not a JWT"))?;
+    payload
+        .get("sub")
+        .and_then(|s| s.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion has no sub"))
+}
+
+const ASSERTION_ALGS: [Algorithm; 6] = [
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::PS256,
+    Algorithm::EdDSA,
+    Algorithm::RS384,
+];
+const MAX_ASSERTION_LIFETIME: i64 = 3600;
+const SKEW: i64 = 60;
+
+async fn verify_assertion(
+    app: &crate::AppState,
+    tenant: &Tenant,
+    client: &Client,
+    assertion: &str,
+    audiences: &[String],
+) -> OAuthResult<()> {
+    let fail = |why: &str| OAuthError::invalid_client(format!("client_assertion rejected: {why}"));
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| fail("malformed JWT"))?;
+    if !ASSERTION_ALGS.contains(&header.alg) {
+        return Err(fail("signature algorithm not allowed"));
+    }
+    let jwks: JwkSet = client
+        .meta
+        .jwks
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| fail("the client has no usable registered keys"))?;
+    let candidates: Vec<_> = match &header.kid {
+        Some(kid) => jwks
+            .keys
+            .iter()
+            .filter(|k| k.common.key_id.as_deref() == Some(kid))
+            .collect(),
+        None => jwks.keys.iter().collect(),
+    };
+    let mut claims: Option<AssertionClaims> = None;
+    for jwk in candidates {
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        let mut v = Validation::new(header.alg);
+        v.validate_exp = false; // checked below against the server clock
+        v.validate_nbf = false;
+        v.set_audience(audiences);
+        v.required_spec_claims = ["aud", "iss", "sub"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &v) {
+            claims = Some(data.claims);
+            break;
+        }
+    }
+    let claims = claims.ok_or_else(|| fail("signature or audience did not verify"))?;
+    if claims.iss != client.client_id || claims.sub != client.client_id {
+        return Err(fail("iss and sub must both be the client_id"));
+    }
+    let now = app.now();
+    let exp = claims.exp.ok_or_else(|| fail("exp is required"))?;
+    if exp + SKEW <= now {
+        return Err(fail("expired"));
+    }
+    if exp - now > MAX_ASSERTION_LIFETIME {
+        return Err(fail("exp is too far in the future"));
+    }
+    if claims.nbf.is_some_and(|nbf| nbf - SKEW > now)
+        || claims.iat.is_some_and(|iat| iat - SKEW > now)
+    {
+        return Err(fail("not yet valid"));
+    }
+    let jti = claims.jti.ok_or_else(|| fail("jti is required"))?;
+    let scope = format!("client_assertion:{}", client.client_id);
+    if !app
+        .store
+        .remember_jti(&tenant.id, &scope, &jti, exp + SKEW, now)
+        .await?
+    {
+        return Err(fail("jti was already used"));
+    }
+    Ok(())
+}

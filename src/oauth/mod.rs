@@ -1,0 +1,10 @@
+//! Protocol rules shared by the endpoints, each testable alone.
+
+pub mod authorization_request;
+pub mod client_auth;
+pub mod errors;
+pub mod params;
+pub mod pkce;
+pub mod redirect_uri;
+pub mod resource;
+pub mod scope;

@@ -1,0 +1,80 @@
+//! Server-rendered pages for browsers: errors, login, consent. askama
+//! escapes every value; pages forbid framing (clickjacking on consent).
+
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::oauth::errors::OAuthError;
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub code: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub client_name: &'a str,
+    pub connector_name: &'a str,
+    pub action: &'a str,
+    pub pending: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage<'a> {
+    pub client_name: &'a str,
+    pub user: &'a str,
+    pub redirect_host: &'a str,
+    pub loopback_only: bool,
+    pub dynamic: bool,
+    pub new_scopes: Vec<String>,
+    pub already_granted: Vec<String>,
+    pub resources: &'a [String],
+    pub action: &'a str,
+    pub pending: &'a str,
+    pub csrf: &'a str,
+}
+
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    let mut res = match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "page rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
+        }
+    };
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    res
+}
+
+/// A protocol error shown to the person in the browser, for failures that
+/// must not be redirected to the client.
+pub fn error_page(e: &OAuthError) -> Response {
+    let status = if e.status.is_server_error() {
+        e.status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    render(
+        status,
+        &ErrorPage {
+            title: "This sign-in request cannot continue",
+            message: &e.description,
+            code: e.code.as_str(),
+        },
+    )
+}

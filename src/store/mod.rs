@@ -1,0 +1,340 @@
+//! Storage: one trait, two sqlx implementations (SQLite and PostgreSQL) that
+//! share their SQL text. Endpoints never see SQL; domain code sees this trait.
+
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use sql::{connect, PostgresStore, SqliteStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+pub type DynStore = Arc<dyn Store>;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: String,
+    /// JSON of `tenants::TenantSettings`.
+    pub settings: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub tenant_id: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub private_enc: Vec<u8>,
+    pub state: String,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+    pub retired_at: Option<i64>,
+    pub publish_until: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientRecord {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// argon2 PHC string; `None` for public clients and private_key_jwt.
+    pub secret_hash: Option<String>,
+    /// JSON of `clients::ClientMetadata`.
+    pub metadata: String,
+    /// Where it came from: "config", "cli", "dcr".
+    pub source: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ResourceRecord {
+    pub tenant_id: String,
+    pub uri: String,
+    /// JSON of `tenants::ResourceSettings`.
+    pub settings: String,
+    pub created_at: i64,
+}
+
+/// A row keyed by the hash of a random handle, carrying a JSON document.
+#[derive(Clone, Debug)]
+pub struct HandleRecord {
+    pub hash: String,
+    pub tenant_id: String,
+    pub data: String,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub tenant_id: String,
+    pub subject: String,
+    pub data: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct GrantRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub data: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CodeRecord {
+    pub code_hash: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub grant_id: String,
+    pub data: String,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub enum CodeRedemption {
+    /// First use: the code is now spent.
+    Redeemed(CodeRecord),
+    /// The code was already used: its grant has just been revoked.
+    Replayed {
+        grant_id: String,
+    },
+    Unknown,
+}
+
+#[derive(Clone, Debug)]
+pub struct RefreshRecord {
+    pub token_hash: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub grant_id: String,
+    pub data: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub enum RefreshRotation {
+    /// The old token is spent and the new one stored, atomically.
+    Rotated {
+        old: RefreshRecord,
+    },
+    /// The old token had already been rotated: the whole family is revoked.
+    Reused {
+        grant_id: String,
+    },
+    Unknown,
+}
+
+#[derive(Clone, Debug)]
+pub struct AccessTokenRecord {
+    pub jti: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub grant_id: Option<String>,
+    pub token_hash: Option<String>,
+    pub claims: Option<String>,
+    pub expires_at: i64,
+}
+
+/// What the store knows about an access token beyond its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessTokenState {
+    /// No row: a JWT minted outside a grant and never revoked.
+    NotTracked,
+    Active,
+    Revoked,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityRecord {
+    pub tenant_id: String,
+    pub connector_id: String,
+    pub upstream_subject: String,
+    pub subject: String,
+    pub claims: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub at: i64,
+    pub kind: String,
+    pub outcome: String,
+    pub client_id: Option<String>,
+    pub subject: Option<String>,
+    pub source_ip: Option<String>,
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Tenants
+    async fn upsert_tenant(&self, t: &TenantRecord) -> StoreResult<()>;
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<TenantRecord>>;
+    async fn list_tenants(&self) -> StoreResult<Vec<TenantRecord>>;
+
+    // Signing keys
+    async fn list_keys(&self, tenant_id: &str) -> StoreResult<Vec<KeyRecord>>;
+    async fn insert_keys(&self, keys: &[KeyRecord]) -> StoreResult<()>;
+    /// Applies a rotation atomically: `promote` becomes active, `retire`
+    /// becomes retired and published until `publish_until`, `new_next` is added.
+    async fn rotate_keys(
+        &self,
+        tenant_id: &str,
+        promote: Option<&str>,
+        retire: Option<&str>,
+        new_next: &KeyRecord,
+        now: i64,
+        publish_until: i64,
+    ) -> StoreResult<()>;
+
+    // Clients
+    async fn upsert_client(&self, c: &ClientRecord) -> StoreResult<()>;
+    async fn get_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<ClientRecord>>;
+    async fn list_clients(&self, tenant_id: &str) -> StoreResult<Vec<ClientRecord>>;
+    async fn delete_client(&self, tenant_id: &str, client_id: &str) -> StoreResult<bool>;
+
+    // Resources (MCP servers)
+    async fn upsert_resource(&self, r: &ResourceRecord) -> StoreResult<()>;
+    async fn list_resources(&self, tenant_id: &str) -> StoreResult<Vec<ResourceRecord>>;
+
+    // Identities: upstream (connector, subject) -> stable broker subject
+    async fn map_identity(&self, rec: &IdentityRecord, now: i64) -> StoreResult<String>;
+    async fn get_identity_by_subject(
+        &self,
+        tenant_id: &str,
+        subject: &str,
+    ) -> StoreResult<Option<IdentityRecord>>;
+
+    // Pending authorizations (between /authorize and the code)
+    async fn put_pending(&self, p: &HandleRecord) -> StoreResult<()>;
+    async fn get_pending(
+        &self,
+        tenant_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<HandleRecord>>;
+    /// Deletes and returns it: a pending authorization completes once.
+    async fn take_pending(
+        &self,
+        tenant_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<HandleRecord>>;
+
+    // Browser sessions
+    async fn put_session(&self, s: &SessionRecord) -> StoreResult<()>;
+    async fn get_session(
+        &self,
+        tenant_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionRecord>>;
+    async fn delete_session(&self, tenant_id: &str, hash: &str) -> StoreResult<()>;
+
+    // Consent: the union of scopes a subject granted a client
+    async fn get_consent(
+        &self,
+        tenant_id: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<String>>;
+    async fn put_consent(
+        &self,
+        tenant_id: &str,
+        subject: &str,
+        client_id: &str,
+        scopes: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    // Grants, codes, refresh and access tokens
+    async fn create_grant_with_code(&self, g: &GrantRecord, code: &CodeRecord) -> StoreResult<()>;
+    async fn create_grant(&self, g: &GrantRecord) -> StoreResult<()>;
+    async fn get_grant(&self, id: &str) -> StoreResult<Option<GrantRecord>>;
+    async fn revoke_grant(&self, id: &str, now: i64) -> StoreResult<()>;
+    async fn redeem_code(
+        &self,
+        tenant_id: &str,
+        code_hash: &str,
+        now: i64,
+    ) -> StoreResult<CodeRedemption>;
+    async fn put_refresh(&self, r: &RefreshRecord) -> StoreResult<()>;
+    async fn get_refresh(
+        &self,
+        tenant_id: &str,
+        hash: &str,
+    ) -> StoreResult<Option<(RefreshRecord, Option<i64>)>>;
+    async fn rotate_refresh(
+        &self,
+        tenant_id: &str,
+        old_hash: &str,
+        new: &RefreshRecord,
+        now: i64,
+    ) -> StoreResult<RefreshRotation>;
+    async fn put_access_token(&self, a: &AccessTokenRecord) -> StoreResult<()>;
+    async fn access_token_state(
+        &self,
+        tenant_id: &str,
+        jti: &str,
+        now: i64,
+    ) -> StoreResult<AccessTokenState>;
+    async fn find_opaque_token(
+        &self,
+        tenant_id: &str,
+        hash: &str,
+    ) -> StoreResult<Option<(AccessTokenRecord, AccessTokenState)>>;
+    async fn revoke_access_token(&self, a: &AccessTokenRecord, now: i64) -> StoreResult<()>;
+
+    /// Remembers a one-time value; false when it was seen before (replay).
+    async fn remember_jti(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    async fn insert_audit(&self, events: &[AuditRecord]) -> StoreResult<()>;
+    async fn list_audit(&self, tenant_id: &str, limit: i64) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Deletes what has expired; returns rows removed.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+}

@@ -1,0 +1,930 @@
+//! The sqlx implementations. SQLite and PostgreSQL both accept `$n`
+//! placeholders, `ON CONFLICT` upserts and `RETURNING`, so one body of SQL
+//! serves both; the macro below instantiates it per database.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::*;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Opens the database named by `url`: `postgres://…` or `sqlite:…`.
+pub async fn connect(url: &str) -> StoreResult<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Arc::new(PostgresStore { pool }))
+    } else if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed code or refresh token survives power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Arc::new(SqliteStore { pool }))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "database URL must start with sqlite: or postgres:// (got '{}')",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+fn tenant_from_row<R: Row>(row: &R) -> StoreResult<TenantRecord>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(TenantRecord {
+        id: row.try_get("id")?,
+        settings: row.try_get("settings")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+macro_rules! get {
+    ($row:expr, $col:literal) => {
+        $row.try_get($col)?
+    };
+}
+
+const KEY_COLUMNS: &str =
+    "kid, tenant_id, alg, public_jwk, private_enc, state, created_at, activated_at, retired_at, publish_until";
+const CLIENT_COLUMNS: &str =
+    "tenant_id, client_id, secret_hash, metadata, source, created_at, updated_at";
+const GRANT_COLUMNS: &str =
+    "id, tenant_id, client_id, subject, data, created_at, expires_at, revoked_at";
+const REFRESH_COLUMNS: &str =
+    "token_hash, tenant_id, client_id, grant_id, data, created_at, expires_at";
+const ACCESS_COLUMNS: &str = "jti, tenant_id, client_id, grant_id, token_hash, claims, expires_at";
+
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $backend:literal, $migrator:expr) => {
+        impl $store {
+            fn key_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<KeyRecord> {
+                Ok(KeyRecord {
+                    kid: get!(row, "kid"),
+                    tenant_id: get!(row, "tenant_id"),
+                    alg: get!(row, "alg"),
+                    public_jwk: get!(row, "public_jwk"),
+                    private_enc: get!(row, "private_enc"),
+                    state: get!(row, "state"),
+                    created_at: get!(row, "created_at"),
+                    activated_at: get!(row, "activated_at"),
+                    retired_at: get!(row, "retired_at"),
+                    publish_until: get!(row, "publish_until"),
+                })
+            }
+
+            fn client_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<ClientRecord> {
+                Ok(ClientRecord {
+                    tenant_id: get!(row, "tenant_id"),
+                    client_id: get!(row, "client_id"),
+                    secret_hash: get!(row, "secret_hash"),
+                    metadata: get!(row, "metadata"),
+                    source: get!(row, "source"),
+                    created_at: get!(row, "created_at"),
+                    updated_at: get!(row, "updated_at"),
+                })
+            }
+
+            fn grant_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<GrantRecord> {
+                Ok(GrantRecord {
+                    id: get!(row, "id"),
+                    tenant_id: get!(row, "tenant_id"),
+                    client_id: get!(row, "client_id"),
+                    subject: get!(row, "subject"),
+                    data: get!(row, "data"),
+                    created_at: get!(row, "created_at"),
+                    expires_at: get!(row, "expires_at"),
+                    revoked_at: get!(row, "revoked_at"),
+                })
+            }
+
+            fn refresh_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<RefreshRecord> {
+                Ok(RefreshRecord {
+                    token_hash: get!(row, "token_hash"),
+                    tenant_id: get!(row, "tenant_id"),
+                    client_id: get!(row, "client_id"),
+                    grant_id: get!(row, "grant_id"),
+                    data: get!(row, "data"),
+                    created_at: get!(row, "created_at"),
+                    expires_at: get!(row, "expires_at"),
+                })
+            }
+
+            fn access_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<AccessTokenRecord> {
+                Ok(AccessTokenRecord {
+                    jti: get!(row, "jti"),
+                    tenant_id: get!(row, "tenant_id"),
+                    client_id: get!(row, "client_id"),
+                    grant_id: get!(row, "grant_id"),
+                    token_hash: get!(row, "token_hash"),
+                    claims: get!(row, "claims"),
+                    expires_at: get!(row, "expires_at"),
+                })
+            }
+
+            fn handle_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<HandleRecord> {
+                Ok(HandleRecord {
+                    hash: get!(row, "id_hash"),
+                    tenant_id: get!(row, "tenant_id"),
+                    data: get!(row, "data"),
+                    expires_at: get!(row, "expires_at"),
+                })
+            }
+
+            async fn revoke_grant_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: &str,
+                now: i64,
+            ) -> StoreResult<()> {
+                sqlx::query("UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("UPDATE access_tokens SET revoked_at = $2 WHERE grant_id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("UPDATE refresh_tokens SET rotated_at = $2 WHERE grant_id = $1 AND rotated_at IS NULL")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                $migrator.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn upsert_tenant(&self, t: &TenantRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO tenants (id, settings, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
+                )
+                .bind(&t.id)
+                .bind(&t.settings)
+                .bind(t.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_tenant(&self, id: &str) -> StoreResult<Option<TenantRecord>> {
+                let row = sqlx::query("SELECT id, settings, created_at FROM tenants WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(tenant_from_row).transpose()
+            }
+
+            async fn list_tenants(&self) -> StoreResult<Vec<TenantRecord>> {
+                let rows = sqlx::query("SELECT id, settings, created_at FROM tenants ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(tenant_from_row).collect()
+            }
+
+            async fn list_keys(&self, tenant_id: &str) -> StoreResult<Vec<KeyRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM signing_keys WHERE tenant_id = $1 ORDER BY created_at, kid"
+                ))
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::key_from_row).collect()
+            }
+
+            async fn insert_keys(&self, keys: &[KeyRecord]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for k in keys {
+                    sqlx::query(&format!(
+                        "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    ))
+                    .bind(&k.kid)
+                    .bind(&k.tenant_id)
+                    .bind(&k.alg)
+                    .bind(&k.public_jwk)
+                    .bind(&k.private_enc)
+                    .bind(&k.state)
+                    .bind(k.created_at)
+                    .bind(k.activated_at)
+                    .bind(k.retired_at)
+                    .bind(k.publish_until)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_keys(
+                &self,
+                tenant_id: &str,
+                promote: Option<&str>,
+                retire: Option<&str>,
+                new_next: &KeyRecord,
+                now: i64,
+                publish_until: i64,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(kid) = retire {
+                    sqlx::query(
+                        "UPDATE signing_keys SET state = 'retired', retired_at = $3, publish_until = $4 \
+                         WHERE tenant_id = $1 AND kid = $2 AND state = 'active'",
+                    )
+                    .bind(tenant_id)
+                    .bind(kid)
+                    .bind(now)
+                    .bind(publish_until)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(kid) = promote {
+                    let done = sqlx::query(
+                        "UPDATE signing_keys SET state = 'active', activated_at = $3 \
+                         WHERE tenant_id = $1 AND kid = $2 AND state = 'next'",
+                    )
+                    .bind(tenant_id)
+                    .bind(kid)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        // Someone else rotated concurrently; leave everything as it was.
+                        return Err(StoreError::Invalid(
+                            "the key set changed during rotation; run the rotation again".into(),
+                        ));
+                    }
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .bind(&new_next.kid)
+                .bind(&new_next.tenant_id)
+                .bind(&new_next.alg)
+                .bind(&new_next.public_jwk)
+                .bind(&new_next.private_enc)
+                .bind(&new_next.state)
+                .bind(new_next.created_at)
+                .bind(new_next.activated_at)
+                .bind(new_next.retired_at)
+                .bind(new_next.publish_until)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn upsert_client(&self, c: &ClientRecord) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (tenant_id, client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
+                     metadata = excluded.metadata, source = excluded.source, updated_at = excluded.updated_at"
+                ))
+                .bind(&c.tenant_id)
+                .bind(&c.client_id)
+                .bind(&c.secret_hash)
+                .bind(&c.metadata)
+                .bind(&c.source)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_client(&self, tenant_id: &str, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE tenant_id = $1 AND client_id = $2"
+                ))
+                .bind(tenant_id)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::client_from_row).transpose()
+            }
+
+            async fn list_clients(&self, tenant_id: &str) -> StoreResult<Vec<ClientRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE tenant_id = $1 ORDER BY client_id"
+                ))
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::client_from_row).collect()
+            }
+
+            async fn delete_client(&self, tenant_id: &str, client_id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM clients WHERE tenant_id = $1 AND client_id = $2")
+                    .bind(tenant_id)
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn upsert_resource(&self, r: &ResourceRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO resources (tenant_id, uri, settings, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant_id, uri) DO UPDATE SET settings = excluded.settings",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.uri)
+                .bind(&r.settings)
+                .bind(r.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_resources(&self, tenant_id: &str) -> StoreResult<Vec<ResourceRecord>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, uri, settings, created_at FROM resources WHERE tenant_id = $1 ORDER BY uri",
+                )
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(ResourceRecord {
+                            tenant_id: get!(row, "tenant_id"),
+                            uri: get!(row, "uri"),
+                            settings: get!(row, "settings"),
+                            created_at: get!(row, "created_at"),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn map_identity(&self, rec: &IdentityRecord, now: i64) -> StoreResult<String> {
+                let row = sqlx::query(
+                    "INSERT INTO identities (tenant_id, connector_id, upstream_subject, subject, claims, created_at, last_login_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                     ON CONFLICT (tenant_id, connector_id, upstream_subject) \
+                     DO UPDATE SET claims = excluded.claims, last_login_at = excluded.last_login_at \
+                     RETURNING subject",
+                )
+                .bind(&rec.tenant_id)
+                .bind(&rec.connector_id)
+                .bind(&rec.upstream_subject)
+                .bind(&rec.subject)
+                .bind(&rec.claims)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(get!(row, "subject"))
+            }
+
+            async fn get_identity_by_subject(&self, tenant_id: &str, subject: &str) -> StoreResult<Option<IdentityRecord>> {
+                let row = sqlx::query(
+                    "SELECT tenant_id, connector_id, upstream_subject, subject, claims FROM identities \
+                     WHERE tenant_id = $1 AND subject = $2",
+                )
+                .bind(tenant_id)
+                .bind(subject)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok(IdentityRecord {
+                        tenant_id: get!(row, "tenant_id"),
+                        connector_id: get!(row, "connector_id"),
+                        upstream_subject: get!(row, "upstream_subject"),
+                        subject: get!(row, "subject"),
+                        claims: get!(row, "claims"),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn put_pending(&self, p: &HandleRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO pending_authorizations (id_hash, tenant_id, data, expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+                )
+                .bind(&p.hash)
+                .bind(&p.tenant_id)
+                .bind(&p.data)
+                .bind(p.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_pending(&self, tenant_id: &str, hash: &str, now: i64) -> StoreResult<Option<HandleRecord>> {
+                let row = sqlx::query(
+                    "SELECT id_hash, tenant_id, data, expires_at FROM pending_authorizations \
+                     WHERE id_hash = $1 AND tenant_id = $2 AND expires_at > $3",
+                )
+                .bind(hash)
+                .bind(tenant_id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::handle_from_row).transpose()
+            }
+
+            async fn take_pending(&self, tenant_id: &str, hash: &str, now: i64) -> StoreResult<Option<HandleRecord>> {
+                let row = sqlx::query(
+                    "DELETE FROM pending_authorizations WHERE id_hash = $1 AND tenant_id = $2 \
+                     RETURNING id_hash, tenant_id, data, expires_at",
+                )
+                .bind(hash)
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let rec = row.as_ref().map(Self::handle_from_row).transpose()?;
+                Ok(rec.filter(|r| r.expires_at > now))
+            }
+
+            async fn put_session(&self, s: &SessionRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id_hash, tenant_id, subject, data, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.tenant_id)
+                .bind(&s.subject)
+                .bind(&s.data)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_session(&self, tenant_id: &str, hash: &str, now: i64) -> StoreResult<Option<SessionRecord>> {
+                let row = sqlx::query(
+                    "SELECT id_hash, tenant_id, subject, data, created_at, expires_at FROM sessions \
+                     WHERE id_hash = $1 AND tenant_id = $2 AND expires_at > $3",
+                )
+                .bind(hash)
+                .bind(tenant_id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok(SessionRecord {
+                        id_hash: get!(row, "id_hash"),
+                        tenant_id: get!(row, "tenant_id"),
+                        subject: get!(row, "subject"),
+                        data: get!(row, "data"),
+                        created_at: get!(row, "created_at"),
+                        expires_at: get!(row, "expires_at"),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn delete_session(&self, tenant_id: &str, hash: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM sessions WHERE id_hash = $1 AND tenant_id = $2")
+                    .bind(hash)
+                    .bind(tenant_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_consent(&self, tenant_id: &str, subject: &str, client_id: &str) -> StoreResult<Option<String>> {
+                let row = sqlx::query(
+                    "SELECT scopes FROM consents WHERE tenant_id = $1 AND subject = $2 AND client_id = $3",
+                )
+                .bind(tenant_id)
+                .bind(subject)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(row) => Some(get!(row, "scopes")),
+                    None => None,
+                })
+            }
+
+            async fn put_consent(&self, tenant_id: &str, subject: &str, client_id: &str, scopes: &str, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO consents (tenant_id, subject, client_id, scopes, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant_id, subject, client_id) DO UPDATE SET scopes = excluded.scopes, updated_at = excluded.updated_at",
+                )
+                .bind(tenant_id)
+                .bind(subject)
+                .bind(client_id)
+                .bind(scopes)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn create_grant_with_code(&self, g: &GrantRecord, code: &CodeRecord) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(&format!(
+                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(&g.id)
+                .bind(&g.tenant_id)
+                .bind(&g.client_id)
+                .bind(&g.subject)
+                .bind(&g.data)
+                .bind(g.created_at)
+                .bind(g.expires_at)
+                .bind(g.revoked_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO auth_codes (code_hash, tenant_id, client_id, grant_id, data, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&code.code_hash)
+                .bind(&code.tenant_id)
+                .bind(&code.client_id)
+                .bind(&code.grant_id)
+                .bind(&code.data)
+                .bind(code.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_grant(&self, g: &GrantRecord) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(&g.id)
+                .bind(&g.tenant_id)
+                .bind(&g.client_id)
+                .bind(&g.subject)
+                .bind(&g.data)
+                .bind(g.created_at)
+                .bind(g.expires_at)
+                .bind(g.revoked_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_grant(&self, id: &str) -> StoreResult<Option<GrantRecord>> {
+                let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::grant_from_row).transpose()
+            }
+
+            async fn revoke_grant(&self, id: &str, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                Self::revoke_grant_in(&mut tx, id, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn redeem_code(&self, tenant_id: &str, code_hash: &str, now: i64) -> StoreResult<CodeRedemption> {
+                let mut tx = self.pool.begin().await?;
+                // The conditional update is the single-use guarantee: of two
+                // concurrent redemptions exactly one sees consumed_at IS NULL.
+                let row = sqlx::query(
+                    "UPDATE auth_codes SET consumed_at = $3 \
+                     WHERE code_hash = $1 AND tenant_id = $2 AND consumed_at IS NULL \
+                     RETURNING code_hash, tenant_id, client_id, grant_id, data, expires_at",
+                )
+                .bind(code_hash)
+                .bind(tenant_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let outcome = if let Some(row) = row {
+                    CodeRedemption::Redeemed(CodeRecord {
+                        code_hash: get!(row, "code_hash"),
+                        tenant_id: get!(row, "tenant_id"),
+                        client_id: get!(row, "client_id"),
+                        grant_id: get!(row, "grant_id"),
+                        data: get!(row, "data"),
+                        expires_at: get!(row, "expires_at"),
+                    })
+                } else {
+                    let spent = sqlx::query(
+                        "SELECT grant_id FROM auth_codes WHERE code_hash = $1 AND tenant_id = $2",
+                    )
+                    .bind(code_hash)
+                    .bind(tenant_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match spent {
+                        Some(row) => {
+                            let grant_id: String = get!(row, "grant_id");
+                            Self::revoke_grant_in(&mut tx, &grant_id, now).await?;
+                            CodeRedemption::Replayed { grant_id }
+                        }
+                        None => CodeRedemption::Unknown,
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn put_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(&r.token_hash)
+                .bind(&r.tenant_id)
+                .bind(&r.client_id)
+                .bind(&r.grant_id)
+                .bind(&r.data)
+                .bind(r.created_at)
+                .bind(r.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_refresh(&self, tenant_id: &str, hash: &str) -> StoreResult<Option<(RefreshRecord, Option<i64>)>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {REFRESH_COLUMNS}, rotated_at FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2"
+                ))
+                .bind(hash)
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| Ok((Self::refresh_from_row(&row)?, get!(row, "rotated_at"))))
+                    .transpose()
+            }
+
+            async fn rotate_refresh(&self, tenant_id: &str, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<RefreshRotation> {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query(&format!(
+                    "UPDATE refresh_tokens SET rotated_at = $3 \
+                     WHERE token_hash = $1 AND tenant_id = $2 AND rotated_at IS NULL \
+                     RETURNING {REFRESH_COLUMNS}"
+                ))
+                .bind(old_hash)
+                .bind(tenant_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let outcome = match row {
+                    Some(row) => {
+                        let old = Self::refresh_from_row(&row)?;
+                        sqlx::query(&format!(
+                            "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                        ))
+                        .bind(&new.token_hash)
+                        .bind(&new.tenant_id)
+                        .bind(&new.client_id)
+                        .bind(&new.grant_id)
+                        .bind(&new.data)
+                        .bind(new.created_at)
+                        .bind(new.expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                        RefreshRotation::Rotated { old }
+                    }
+                    None => {
+                        let seen = sqlx::query(
+                            "SELECT grant_id FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2",
+                        )
+                        .bind(old_hash)
+                        .bind(tenant_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        match seen {
+                            Some(row) => {
+                                let grant_id: String = get!(row, "grant_id");
+                                Self::revoke_grant_in(&mut tx, &grant_id, now).await?;
+                                RefreshRotation::Reused { grant_id }
+                            }
+                            None => RefreshRotation::Unknown,
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn put_access_token(&self, a: &AccessTokenRecord) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO access_tokens ({ACCESS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(&a.jti)
+                .bind(&a.tenant_id)
+                .bind(&a.client_id)
+                .bind(&a.grant_id)
+                .bind(&a.token_hash)
+                .bind(&a.claims)
+                .bind(a.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn access_token_state(&self, tenant_id: &str, jti: &str, _now: i64) -> StoreResult<AccessTokenState> {
+                let row = sqlx::query(
+                    "SELECT a.revoked_at AS revoked_at, g.revoked_at AS grant_revoked_at FROM access_tokens a \
+                     LEFT JOIN grants g ON g.id = a.grant_id WHERE a.jti = $1 AND a.tenant_id = $2",
+                )
+                .bind(jti)
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    None => AccessTokenState::NotTracked,
+                    Some(row) => {
+                        let revoked: Option<i64> = get!(row, "revoked_at");
+                        let grant_revoked: Option<i64> = get!(row, "grant_revoked_at");
+                        if revoked.is_some() || grant_revoked.is_some() {
+                            AccessTokenState::Revoked
+                        } else {
+                            AccessTokenState::Active
+                        }
+                    }
+                })
+            }
+
+            async fn find_opaque_token(&self, tenant_id: &str, hash: &str) -> StoreResult<Option<(AccessTokenRecord, AccessTokenState)>> {
+                let row = sqlx::query(
+                    "SELECT a.jti, a.tenant_id, a.client_id, a.grant_id, a.token_hash, a.claims, a.expires_at, \
+                     a.revoked_at, g.revoked_at AS grant_revoked_at FROM access_tokens a \
+                     LEFT JOIN grants g ON g.id = a.grant_id WHERE a.token_hash = $1 AND a.tenant_id = $2",
+                )
+                .bind(hash)
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    let rec = Self::access_from_row(&row)?;
+                    let revoked: Option<i64> = get!(row, "revoked_at");
+                    let grant_revoked: Option<i64> = get!(row, "grant_revoked_at");
+                    let state = if revoked.is_some() || grant_revoked.is_some() {
+                        AccessTokenState::Revoked
+                    } else {
+                        AccessTokenState::Active
+                    };
+                    Ok((rec, state))
+                })
+                .transpose()
+            }
+
+            async fn revoke_access_token(&self, a: &AccessTokenRecord, now: i64) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO access_tokens ({ACCESS_COLUMNS}, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (jti) DO UPDATE SET revoked_at = excluded.revoked_at"
+                ))
+                .bind(&a.jti)
+                .bind(&a.tenant_id)
+                .bind(&a.client_id)
+                .bind(&a.grant_id)
+                .bind(&a.token_hash)
+                .bind(&a.claims)
+                .bind(a.expires_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn remember_jti(&self, tenant_id: &str, scope: &str, jti: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+                // An expired entry may be reused; a live one is a replay.
+                sqlx::query("DELETE FROM used_jtis WHERE tenant_id = $1 AND scope = $2 AND jti = $3 AND expires_at <= $4")
+                    .bind(tenant_id)
+                    .bind(scope)
+                    .bind(jti)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                let done = sqlx::query(
+                    "INSERT INTO used_jtis (tenant_id, scope, jti, expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(tenant_id)
+                .bind(scope)
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_audit(&self, events: &[AuditRecord]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for e in events {
+                    sqlx::query(
+                        "INSERT INTO audit_events (id, tenant_id, at, kind, outcome, client_id, subject, source_ip, detail) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(&e.id)
+                    .bind(&e.tenant_id)
+                    .bind(e.at)
+                    .bind(&e.kind)
+                    .bind(&e.outcome)
+                    .bind(&e.client_id)
+                    .bind(&e.subject)
+                    .bind(&e.source_ip)
+                    .bind(&e.detail)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, tenant_id: &str, limit: i64) -> StoreResult<Vec<AuditRecord>> {
+                let rows = sqlx::query(
+                    "SELECT id, tenant_id, at, kind, outcome, client_id, subject, source_ip, detail FROM audit_events \
+                     WHERE tenant_id = $1 ORDER BY at DESC, id LIMIT $2",
+                )
+                .bind(tenant_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AuditRecord {
+                            id: get!(row, "id"),
+                            tenant_id: get!(row, "tenant_id"),
+                            at: get!(row, "at"),
+                            kind: get!(row, "kind"),
+                            outcome: get!(row, "outcome"),
+                            client_id: get!(row, "client_id"),
+                            subject: get!(row, "subject"),
+                            source_ip: get!(row, "source_ip"),
+                            detail: get!(row, "detail"),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+                // Spent codes are kept a day past expiry so a late replay is still
+                // recognised and still revokes its grant.
+                const REPLAY_MEMORY: i64 = 86_400;
+                let statements: [(&str, i64); 8] = [
+                    ("DELETE FROM pending_authorizations WHERE expires_at <= $1", now),
+                    ("DELETE FROM sessions WHERE expires_at <= $1", now),
+                    ("DELETE FROM auth_codes WHERE expires_at <= $1", now - REPLAY_MEMORY),
+                    ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
+                    ("DELETE FROM access_tokens WHERE expires_at <= $1", now),
+                    ("DELETE FROM used_jtis WHERE expires_at <= $1", now),
+                    ("DELETE FROM grants WHERE expires_at <= $1", now - REPLAY_MEMORY),
+                    ("DELETE FROM signing_keys WHERE state = 'retired' AND publish_until <= $1", now),
+                ];
+                let mut removed = 0;
+                for (sql, at) in statements {
+                    removed += sqlx::query(sql).bind(at).execute(&self.pool).await?.rows_affected();
+                }
+                Ok(removed)
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", SQLITE_MIGRATIONS);
+sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    "postgres",
+    POSTGRES_MIGRATIONS
+);

@@ -1,0 +1,214 @@
+//! What a tenant is made of, as stored (JSON documents in the store) and as
+//! written in the config file.
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Token lifetimes, in seconds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenPolicy {
+    pub access_token_ttl: i64,
+    pub refresh_token_ttl: i64,
+    pub id_token_ttl: i64,
+    pub code_ttl: i64,
+    pub session_ttl: i64,
+    /// How long a user may take between /authorize and consent.
+    pub login_ttl: i64,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: 3600,
+            refresh_token_ttl: 30 * 86_400,
+            id_token_ttl: 3600,
+            code_ttl: 60,
+            session_ttl: 8 * 3600,
+            login_ttl: 600,
+        }
+    }
+}
+
+impl TokenPolicy {
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            ("access_token_ttl", self.access_token_ttl, 1, 86_400),
+            (
+                "refresh_token_ttl",
+                self.refresh_token_ttl,
+                60,
+                365 * 86_400,
+            ),
+            ("id_token_ttl", self.id_token_ttl, 1, 86_400),
+            ("code_ttl", self.code_ttl, 1, 600),
+            ("session_ttl", self.session_ttl, 60, 30 * 86_400),
+            ("login_ttl", self.login_ttl, 30, 3600),
+        ];
+        for (name, value, min, max) in checks {
+            if value < min || value > max {
+                return Err(format!(
+                    "{name} must be between {min} and {max} seconds (got {value})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The longest any token signed now can live: retired keys stay
+    /// published at least this long.
+    pub fn max_signed_lifetime(&self) -> i64 {
+        self.access_token_ttl.max(self.id_token_ttl) + 300
+    }
+}
+
+/// One upstream connector: its `type` picks the implementation, the rest of
+/// the table is that implementation's settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ConnectorSettings {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Resource used when an older client sends no `resource` parameter.
+    #[serde(default)]
+    pub default_resource: Option<String>,
+    #[serde(default)]
+    pub tokens: TokenPolicy,
+    /// "ES256" (default), "EdDSA" or "RS256".
+    #[serde(default)]
+    pub signing_alg: Option<String>,
+    #[serde(default)]
+    pub connectors: Vec<ConnectorSettings>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSettings {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    /// Granted when a client asks for none and has no defaults of its own.
+    #[serde(default)]
+    pub default_scopes: Option<Vec<String>>,
+    /// Overrides the tenant's access token lifetime for this resource.
+    #[serde(default)]
+    pub access_token_ttl: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormat {
+    #[default]
+    Jwt,
+    Opaque,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    pub fn uses_secret(&self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
+        )
+    }
+
+    pub const ALL: [&'static str; 4] = [
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+}
+
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const SUPPORTED_GRANTS: [&str; 3] = [
+    GRANT_AUTHORIZATION_CODE,
+    GRANT_REFRESH_TOKEN,
+    GRANT_CLIENT_CREDENTIALS,
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMetadata {
+    #[serde(default)]
+    pub client_name: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    pub token_endpoint_auth_method: AuthMethod,
+    /// Public keys for private_key_jwt.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Resources this client may get tokens for; `None` means any of the tenant's.
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    /// Scopes this client may ask for; `None` means any scope of its resources.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Scopes granted when a request names none.
+    #[serde(default)]
+    pub default_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub access_token_format: TokenFormat,
+    #[serde(default)]
+    pub access_token_ttl: Option<i64>,
+    #[serde(default)]
+    pub refresh_token_ttl: Option<i64>,
+    /// First-party clients configured by an admin may skip consent. Never
+    /// honoured for clients that registered themselves.
+    #[serde(default)]
+    pub skip_consent: bool,
+    /// True when the client registered itself (DCR or metadata document).
+    #[serde(default)]
+    pub dynamic: bool,
+}
+
+pub fn default_grant_types() -> Vec<String> {
+    vec![GRANT_AUTHORIZATION_CODE.into(), GRANT_REFRESH_TOKEN.into()]
+}
+
+impl ClientMetadata {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    pub fn is_public(&self) -> bool {
+        self.token_endpoint_auth_method == AuthMethod::None
+    }
+
+    pub fn display_name<'a>(&'a self, client_id: &'a str) -> &'a str {
+        self.client_name.as_deref().unwrap_or(client_id)
+    }
+}
