@@ -48,11 +48,6 @@ impl DevConnector {
             .first()
             .map(|u| u.password_hash.clone())
             .unwrap_or_default();
-        tracing::warn!(
-            connector = id,
-            users = users.len(),
-            "the development connector is enabled: it is for local development only"
-        );
         Ok(Self {
             id: id.to_string(),
             display_name: display_name.unwrap_or("Development login").to_string(),

@@ -1,0 +1,340 @@
+//! Storage properties that the protocol relies on, checked directly against
+//! both implementations: single-use codes and refresh rotation under
+//! concurrency, family revocation, one-time jti.
+
+mod common;
+
+use common::Db;
+use gatehouse::store::*;
+
+struct Fixture {
+    store: DynStore,
+    _dir: tempfile::TempDir,
+    _db: Option<DropDb>,
+}
+
+struct DropDb(String);
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
+            ])
+            .output();
+    }
+}
+
+async fn fixture(db: Db) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, drop) = match db {
+        Db::Sqlite => (
+            format!("sqlite://{}", dir.path().join("s.db").display()),
+            None,
+        ),
+        Db::Postgres => {
+            let name = format!("gh_store_{}", uuid::Uuid::new_v4().simple());
+            let out = std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-qc",
+                    &format!("CREATE DATABASE {name}"),
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            (
+                format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                Some(DropDb(name)),
+            )
+        }
+    };
+    let store = connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .upsert_tenant(&TenantRecord {
+            id: "t".into(),
+            settings: "{}".into(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    Fixture {
+        store,
+        _dir: dir,
+        _db: drop,
+    }
+}
+
+fn grant(id: &str) -> GrantRecord {
+    GrantRecord {
+        id: id.into(),
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        subject: "s".into(),
+        data: "{}".into(),
+        created_at: 0,
+        expires_at: 10_000,
+        revoked_at: None,
+    }
+}
+
+fn code(hash: &str, grant_id: &str) -> CodeRecord {
+    CodeRecord {
+        code_hash: hash.into(),
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        grant_id: grant_id.into(),
+        data: "{}".into(),
+        expires_at: 10_000,
+    }
+}
+
+fn refresh(hash: &str, grant_id: &str) -> RefreshRecord {
+    RefreshRecord {
+        token_hash: hash.into(),
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        grant_id: grant_id.into(),
+        data: "{}".into(),
+        created_at: 0,
+        expires_at: 10_000,
+    }
+}
+
+async fn concurrent_code_redemption_succeeds_once(db: Db) {
+    let f = fixture(db).await;
+    f.store
+        .create_grant_with_code(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = f.store.clone();
+            tokio::spawn(async move { s.redeem_code("t", "h1", 100).await.unwrap() })
+        })
+        .collect();
+    let mut redeemed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), CodeRedemption::Redeemed(_)) {
+            redeemed += 1;
+        }
+    }
+    assert_eq!(redeemed, 1, "exactly one concurrent redemption may succeed");
+}
+
+async fn code_replay_revokes_grant_and_its_tokens(db: Db) {
+    let f = fixture(db).await;
+    f.store
+        .create_grant_with_code(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.store.redeem_code("t", "h1", 100).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    f.store.put_refresh(&refresh("r1", "g1")).await.unwrap();
+    let at = AccessTokenRecord {
+        jti: "j1".into(),
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        grant_id: Some("g1".into()),
+        token_hash: None,
+        claims: None,
+        expires_at: 10_000,
+    };
+    f.store.put_access_token(&at).await.unwrap();
+    assert_eq!(
+        f.store.access_token_state("t", "j1", 100).await.unwrap(),
+        AccessTokenState::Active
+    );
+
+    assert!(matches!(
+        f.store.redeem_code("t", "h1", 101).await.unwrap(),
+        CodeRedemption::Replayed { .. }
+    ));
+    assert_eq!(
+        f.store.access_token_state("t", "j1", 101).await.unwrap(),
+        AccessTokenState::Revoked
+    );
+    assert!(f
+        .store
+        .get_grant("g1")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+}
+
+async fn concurrent_refresh_rotation_succeeds_once(db: Db) {
+    let f = fixture(db).await;
+    f.store.create_grant(&grant("g1")).await.unwrap();
+    f.store.put_refresh(&refresh("r0", "g1")).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = f.store.clone();
+            tokio::spawn(async move {
+                s.rotate_refresh("t", "r0", &refresh(&format!("r1-{i}"), "g1"), 100)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), RefreshRotation::Rotated { .. }) {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one concurrent rotation may succeed");
+    // The losers were reuse: the family is revoked.
+    assert!(f
+        .store
+        .get_grant("g1")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+}
+
+async fn unknown_code_and_refresh_are_unknown(db: Db) {
+    let f = fixture(db).await;
+    assert!(matches!(
+        f.store.redeem_code("t", "nope", 1).await.unwrap(),
+        CodeRedemption::Unknown
+    ));
+    assert!(matches!(
+        f.store
+            .rotate_refresh("t", "nope", &refresh("x", "g"), 1)
+            .await
+            .unwrap(),
+        RefreshRotation::Unknown
+    ));
+}
+
+async fn codes_are_tenant_scoped(db: Db) {
+    let f = fixture(db).await;
+    f.store
+        .upsert_tenant(&TenantRecord {
+            id: "other".into(),
+            settings: "{}".into(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    f.store
+        .create_grant_with_code(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.store.redeem_code("other", "h1", 1).await.unwrap(),
+        CodeRedemption::Unknown
+    ));
+    assert!(matches!(
+        f.store.redeem_code("t", "h1", 1).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+}
+
+async fn jti_is_remembered_until_expiry(db: Db) {
+    let f = fixture(db).await;
+    assert!(f
+        .store
+        .remember_jti("t", "client_assertion:c", "j", 200, 100)
+        .await
+        .unwrap());
+    assert!(!f
+        .store
+        .remember_jti("t", "client_assertion:c", "j", 200, 150)
+        .await
+        .unwrap());
+    // After expiry the entry is gone and the value may be seen again.
+    assert!(f
+        .store
+        .remember_jti("t", "client_assertion:c", "j", 400, 300)
+        .await
+        .unwrap());
+}
+
+async fn pending_authorization_is_taken_once(db: Db) {
+    let f = fixture(db).await;
+    let p = HandleRecord {
+        hash: "p".into(),
+        tenant_id: "t".into(),
+        data: "{}".into(),
+        expires_at: 1000,
+    };
+    f.store.put_pending(&p).await.unwrap();
+    assert!(f.store.take_pending("t", "p", 10).await.unwrap().is_some());
+    assert!(f.store.take_pending("t", "p", 10).await.unwrap().is_none());
+}
+
+async fn identity_mapping_is_stable(db: Db) {
+    let f = fixture(db).await;
+    let rec = |subject: &str| IdentityRecord {
+        tenant_id: "t".into(),
+        connector_id: "dev".into(),
+        upstream_subject: "u@x".into(),
+        subject: subject.into(),
+        claims: "{}".into(),
+    };
+    let first = f.store.map_identity(&rec("s-1"), 1).await.unwrap();
+    let second = f.store.map_identity(&rec("s-2"), 2).await.unwrap();
+    assert_eq!(first, "s-1");
+    assert_eq!(second, "s-1", "a returning user keeps their broker subject");
+}
+
+async fn purge_removes_only_expired(db: Db) {
+    let f = fixture(db).await;
+    f.store
+        .put_pending(&HandleRecord {
+            hash: "old".into(),
+            tenant_id: "t".into(),
+            data: "{}".into(),
+            expires_at: 10,
+        })
+        .await
+        .unwrap();
+    f.store
+        .put_pending(&HandleRecord {
+            hash: "new".into(),
+            tenant_id: "t".into(),
+            data: "{}".into(),
+            expires_at: 1000,
+        })
+        .await
+        .unwrap();
+    f.store.purge_expired(100).await.unwrap();
+    assert!(f
+        .store
+        .get_pending("t", "new", 100)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(f.store.take_pending("t", "old", 0).await.unwrap().is_none());
+}
+
+on_both_databases!(
+    concurrent_code_redemption_succeeds_once,
+    code_replay_revokes_grant_and_its_tokens,
+    concurrent_refresh_rotation_succeeds_once,
+    unknown_code_and_refresh_are_unknown,
+    codes_are_tenant_scoped,
+    jti_is_remembered_until_expiry,
+    pending_authorization_is_taken_once,
+    identity_mapping_is_stable,
+    purge_removes_only_expired,
+);
