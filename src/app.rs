@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::Router;
 use moka::future::Cache;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -76,16 +77,14 @@ impl AppState {
 /// Routes every tenant has, mounted at `/` for the default tenant and at
 /// `/t/{tenant}` for the others.
 fn tenant_routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/authorize",
-            get(endpoints::authorize::authorize).post(endpoints::authorize::authorize_post),
-        )
-        .route(
-            "/login",
-            get(endpoints::login::show).post(endpoints::login::submit),
-        )
-        .route("/consent", post(endpoints::consent::submit))
+    // Back-channel endpoints that browser-based MCP clients call with fetch():
+    // any origin, no cookies (they authenticate with PKCE or client auth).
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    let api = Router::new()
         .route("/token", post(endpoints::token::token))
         .route("/introspect", post(endpoints::introspect::introspect))
         .route("/revoke", post(endpoints::revoke::revoke))
@@ -102,9 +101,25 @@ fn tenant_routes() -> Router<AppState> {
             "/.well-known/oauth-authorization-server",
             get(endpoints::discovery::oauth_metadata),
         )
+        .layer(cors);
+    // Browser pages: same-origin forms only.
+    Router::new()
+        .route(
+            "/authorize",
+            get(endpoints::authorize::authorize).post(endpoints::authorize::authorize_post),
+        )
+        .route(
+            "/login",
+            get(endpoints::login::show).post(endpoints::login::submit),
+        )
+        .route("/consent", post(endpoints::consent::submit))
+        .merge(api)
 }
 
 pub fn router(app: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET]);
     let well_known = Router::new()
         // RFC 8414 §3.1 path insertion for issuers with a path, and the OIDC
         // variant some MCP clients also try.
@@ -115,7 +130,8 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/.well-known/openid-configuration/t/{tenant}",
             get(endpoints::discovery::openid_configuration),
-        );
+        )
+        .layer(cors);
 
     Router::new()
         .merge(tenant_routes())
@@ -124,7 +140,7 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(endpoints::health::healthz))
         .route("/readyz", get(endpoints::health::readyz))
         .fallback(endpoints::health::not_found)
-        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(endpoints::token::MAX_FORM_BODY))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -1,6 +1,6 @@
 //! GET/POST /authorize (RFC 6749 §4.1.1, OAuth 2.1, OIDC Core §3.1.2).
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -33,8 +33,12 @@ pub async fn authorize_post(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match super::token::read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return pages::error_page(&e),
+    };
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

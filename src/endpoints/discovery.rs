@@ -39,7 +39,6 @@ pub fn metadata(tenant: &Tenant) -> Value {
         "scopes_supported": tenant.all_scopes(),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],
-        "userinfo_signing_alg_values_supported": [],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "email", "email_verified", "name", "groups"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": true,

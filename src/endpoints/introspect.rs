@@ -1,7 +1,7 @@
 //! POST /introspect (RFC 7662). Callers must authenticate as a confidential
 //! client of the same tenant; resource servers are registered as such.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -19,8 +19,12 @@ pub async fn introspect(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match super::token::read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     match run(&app, &tenant, &headers, &body).await {
         Ok(v) => {
             let mut res = axum::Json(v).into_response();

@@ -1,7 +1,7 @@
 //! POST /revoke (RFC 7009). A client may revoke only its own tokens; the
 //! answer is 200 either way, so it reveals nothing about other tokens.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,8 +19,12 @@ pub async fn revoke(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match super::token::read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     match run(&app, &tenant, &headers, &body).await {
         Ok(()) => {
             let mut res = StatusCode::OK.into_response();

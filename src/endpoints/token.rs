@@ -1,6 +1,6 @@
 //! POST /token: parses and authenticates, then hands over to one grant.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +36,21 @@ impl IntoResponse for TokenResponse {
     }
 }
 
+/// Largest form body accepted by back-channel endpoints.
+pub const MAX_FORM_BODY: usize = 64 * 1024;
+
+/// Reads a request body up to `MAX_FORM_BODY`; a larger one is an
+/// `invalid_request` in RFC 6749 form, not a bare 413.
+pub async fn read_body(body: Body) -> OAuthResult<Bytes> {
+    axum::body::to_bytes(body, MAX_FORM_BODY)
+        .await
+        .map_err(|_| {
+            OAuthError::invalid_request(format!(
+                "the request body is larger than {MAX_FORM_BODY} bytes or unreadable"
+            ))
+        })
+}
+
 /// A form POST body, as the RFCs require of every back-channel endpoint.
 pub fn parse_form(headers: &HeaderMap, body: &[u8], repeatable: &[&str]) -> OAuthResult<Params> {
     let content_type = headers
@@ -59,8 +74,12 @@ pub async fn token(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     match run(&app, &tenant, &headers, &body).await {
         Ok(res) => res.into_response(),
         Err(e) => e.into_response(),

@@ -160,10 +160,10 @@ fn loopback_matches(registered: &str, req: &RawUri<'_>) -> bool {
     let (req_host, req_port) = split_host_port(req_authority);
     reg.scheme.eq_ignore_ascii_case("http")
         && is_loopback_literal(reg_host)
-        && reg_port.map_or(true, is_valid_port)
+        && reg_port.is_none_or(is_valid_port)
         && req.scheme == reg.scheme
         && req_host == reg_host
-        && req_port.map_or(true, is_valid_port)
+        && req_port.is_none_or(is_valid_port)
         && req.rest == reg.rest
 }
 

@@ -54,6 +54,26 @@ pub fn random_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// argon2id hash (PHC string) of a client secret or password.
+pub fn argon2_hash(secret: &str) -> Result<String, String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+pub fn argon2_verify(secret: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(phc) {
+        Ok(hash) => argon2::Argon2::default()
+            .verify_password(secret.as_bytes(), &hash)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,25 +97,5 @@ mod tests {
         let h = Handle::from_presented("abc");
         assert_eq!(h.hash(), hash_str("abc"));
         assert_ne!(h.hash(), "abc");
-    }
-}
-
-/// argon2id hash (PHC string) of a client secret or password.
-pub fn argon2_hash(secret: &str) -> Result<String, String> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
-pub fn argon2_verify(secret: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(hash) => argon2::Argon2::default()
-            .verify_password(secret.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
     }
 }
