@@ -477,6 +477,14 @@ mod tests {
     }
 
     #[test]
+    fn production_example_parses_with_its_secrets_set() {
+        std::env::set_var("GATEHOUSE_SECRET_REPORTING_SERVICE", "a-long-enough-secret-1");
+        std::env::set_var("GATEHOUSE_SECRET_MCP_SERVER", "a-long-enough-secret-2");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/production.example.toml");
+        FileConfig::load(Path::new(path)).unwrap();
+    }
+
+    #[test]
     fn shipped_dev_config_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev.toml");
         FileConfig::load(Path::new(path)).unwrap();
