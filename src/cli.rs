@@ -269,14 +269,25 @@ async fn tenant_settings(store: &DynStore, id: &str) -> Result<TenantSettings> {
         .map_err(|e| anyhow!("tenant '{id}' settings are corrupt: {e}"))
 }
 
+/// Refuses to go on with a key-encryption key that cannot open the stored
+/// keys: a key sealed under the wrong KEK would break signing later.
+fn check_kek(records: &[crate::store::KeyRecord], kek: &Kek, tenant_id: &str) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    crate::keys::KeyRing::load(records, kek, now()).map(|_| ()).map_err(|e| {
+        anyhow!(
+            "tenant '{tenant_id}': the key-encryption key cannot open the stored signing keys ({e}); \
+             set GATEHOUSE_KEY_ENCRYPTION_KEY to the one the server uses"
+        )
+    })
+}
+
 /// First start of a tenant: publish an active and a next key.
 async fn ensure_keys(store: &DynStore, kek: &Kek, tenant_id: &str, alg: Alg) -> Result<()> {
-    if store
-        .list_keys(tenant_id)
-        .await?
-        .iter()
-        .any(|k| k.state == "active")
-    {
+    let existing = store.list_keys(tenant_id).await?;
+    check_kek(&existing, kek, tenant_id)?;
+    if existing.iter().any(|k| k.state == "active") {
         return Ok(());
     }
     let keys = initial_keys(alg, tenant_id, kek, now())
@@ -355,14 +366,20 @@ async fn apply_config(store: &DynStore, kek: &Kek, cfg: &FileConfig) -> Result<(
     Ok(())
 }
 
-async fn bootstrap(global: &GlobalArgs) -> Result<(DynStore, Kek, Option<FileConfig>)> {
+/// Opens the database and makes sure every tenant has keys. Only `serve`
+/// applies the config file (`apply`); the admin commands read it for
+/// defaults but never rewrite what the server was started with.
+async fn bootstrap_with(
+    global: &GlobalArgs,
+    apply: bool,
+) -> Result<(DynStore, Kek, Option<FileConfig>)> {
     let cfg = match config_path(global) {
         Some(p) => Some(FileConfig::load(&p)?),
         None => None,
     };
     let kek = load_kek(&global.data_dir)?;
     let store = open_store(global).await?;
-    if let Some(cfg) = &cfg {
+    if let (true, Some(cfg)) = (apply, &cfg) {
         apply_config(&store, &kek, cfg).await?;
     }
     if store.get_tenant(DEFAULT_TENANT).await?.is_none() {
@@ -380,6 +397,31 @@ async fn bootstrap(global: &GlobalArgs) -> Result<(DynStore, Kek, Option<FileCon
         ensure_keys(&store, &kek, &t.id, tenant_alg(&settings, cfg.as_ref())).await?;
     }
     Ok((store, kek, cfg))
+}
+
+async fn bootstrap(global: &GlobalArgs) -> Result<(DynStore, Kek, Option<FileConfig>)> {
+    bootstrap_with(global, false).await
+}
+
+/// The longest a token signed now may live in this tenant, overrides
+/// included: retired keys stay published at least this long.
+async fn max_signed_lifetime(
+    store: &DynStore,
+    tenant: &str,
+    settings: &TenantSettings,
+) -> Result<i64> {
+    let mut longest = settings.tokens.max_signed_lifetime();
+    for c in store.list_clients(tenant).await? {
+        if let Ok(meta) = serde_json::from_str::<ClientMetadata>(&c.metadata) {
+            longest = longest.max(meta.access_token_ttl.unwrap_or(0) + 300);
+        }
+    }
+    for r in store.list_resources(tenant).await? {
+        if let Ok(rs) = serde_json::from_str::<ResourceSettings>(&r.settings) {
+            longest = longest.max(rs.access_token_ttl.unwrap_or(0) + 300);
+        }
+    }
+    Ok(longest)
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -423,7 +465,7 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         config_path: config_path(global),
         test_clock_file: args.test_clock_file.clone(),
     };
-    let (store, kek, _) = bootstrap(global).await?;
+    let (store, kek, _) = bootstrap_with(global, true).await?;
     let clock = match &settings.test_clock_file {
         Some(p) => {
             tracing::warn!("test clock enabled: time is read from {}", p.display());
@@ -513,16 +555,11 @@ async fn keys(global: &GlobalArgs, cmd: KeysCommand) -> Result<()> {
             let settings = tenant_settings(&store, &tenant).await?;
             let alg = alg.unwrap_or_else(|| tenant_alg(&settings, cfg.as_ref()));
             let records = store.list_keys(&tenant).await?;
+            check_kek(&records, &kek, &tenant)?;
+            let lifetime = max_signed_lifetime(&store, &tenant, &settings).await?;
             let t = now();
-            let plan = plan_rotation(
-                &records,
-                alg,
-                &tenant,
-                &kek,
-                t,
-                settings.tokens.max_signed_lifetime(),
-            )
-            .map_err(|e| anyhow!("rotation: {e}"))?;
+            let plan = plan_rotation(&records, alg, &tenant, &kek, t, lifetime)
+                .map_err(|e| anyhow!("rotation: {e}"))?;
             store
                 .rotate_keys(
                     &tenant,
@@ -614,6 +651,9 @@ async fn clients(global: &GlobalArgs, cmd: ClientsCommand) -> Result<()> {
             };
             let (secret, secret_hash) = if method.uses_secret() {
                 let secret = match &a.secret_env {
+                    Some(var) if std::env::var(var).is_ok_and(|s| s.len() < 16) => {
+                        bail!("--secret-env: the secret in ${var} must be at least 16 characters")
+                    }
                     Some(var) => std::env::var(var)
                         .map_err(|_| anyhow!("--secret-env: ${var} is not set"))?,
                     None => Handle::generate().expose().to_string(),

@@ -386,13 +386,15 @@ pub fn validate_client(
             ScopeSet::parse(&list.join(" ")).map_err(|e| format!("{field}: {e}"))?;
         }
     }
-    for (field, ttl) in [
-        ("access_token_ttl", meta.access_token_ttl),
-        ("refresh_token_ttl", meta.refresh_token_ttl),
+    for (field, ttl, max) in [
+        ("access_token_ttl", meta.access_token_ttl, 86_400),
+        ("refresh_token_ttl", meta.refresh_token_ttl, 365 * 86_400),
     ] {
         if let Some(t) = ttl {
-            if !(1..=365 * 86_400).contains(&t) {
-                return Err(format!("{field}: out of range ({t})"));
+            if !(1..=max).contains(&t) {
+                return Err(format!(
+                    "{field}: must be between 1 and {max} seconds (got {t})"
+                ));
             }
         }
     }
@@ -478,9 +480,15 @@ mod tests {
 
     #[test]
     fn production_example_parses_with_its_secrets_set() {
-        std::env::set_var("GATEHOUSE_SECRET_REPORTING_SERVICE", "a-long-enough-secret-1");
+        std::env::set_var(
+            "GATEHOUSE_SECRET_REPORTING_SERVICE",
+            "a-long-enough-secret-1",
+        );
         std::env::set_var("GATEHOUSE_SECRET_MCP_SERVER", "a-long-enough-secret-2");
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/production.example.toml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/production.example.toml"
+        );
         FileConfig::load(Path::new(path)).unwrap();
     }
 

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -14,7 +16,6 @@ use crate::oauth::authorization_request::{AuthorizationRequest, ErrorRedirect};
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::redirect_uri;
-use crate::oauth::scope::ScopeSet;
 use crate::pages::{self, ConsentPage};
 use crate::store::{CodeRecord, GrantRecord, HandleRecord, SessionRecord};
 use crate::tenants::Tenant;
@@ -253,19 +254,35 @@ pub async fn start_session(
 }
 
 /// Consent is remembered per subject and client as a set of items: the
-/// scopes, and each resource as `resource:<uri>`.
-fn consent_items(req: &AuthorizationRequest) -> ScopeSet {
-    let resources: ScopeSet = req
-        .resources
+/// scopes, and each resource as `resource:<uri>`. Stored as a JSON array
+/// (resource URIs can be longer than a scope token may be).
+type ConsentSet = BTreeSet<String>;
+
+fn consent_items(req: &AuthorizationRequest) -> ConsentSet {
+    req.scope
         .iter()
-        .map(|r| format!("resource:{r}"))
-        .collect();
-    req.scope.union(&resources)
+        .map(str::to_string)
+        .chain(req.resources.iter().map(|r| format!("resource:{r}")))
+        .collect()
+}
+
+async fn granted_consent(
+    app: &AppState,
+    tenant: &Tenant,
+    subject: &str,
+    client_id: &str,
+) -> OAuthResult<ConsentSet> {
+    Ok(app
+        .store
+        .get_consent(&tenant.id, subject, client_id)
+        .await?
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default())
 }
 
 pub struct ConsentNeed {
-    pub new_items: ScopeSet,
-    pub granted: ScopeSet,
+    pub new_items: ConsentSet,
+    pub granted: ConsentSet,
 }
 
 pub async fn consent_needed(
@@ -275,25 +292,18 @@ pub async fn consent_needed(
     subject: &str,
     req: &AuthorizationRequest,
 ) -> OAuthResult<Option<ConsentNeed>> {
-    let granted = match app
-        .store
-        .get_consent(&tenant.id, subject, &client.client_id)
-        .await?
-    {
-        Some(s) => ScopeSet::parse(&s).unwrap_or_default(),
-        None => ScopeSet::new(),
-    };
+    let granted = granted_consent(app, tenant, subject, &client.client_id).await?;
     let wanted = consent_items(req);
+    // Admin-configured first-party clients may skip consent; a client that
+    // registered itself never may (MCP's confused-deputy rule).
     let skip = client.meta.skip_consent && !client.meta.dynamic;
     if req.prompt.consent || (!skip && !wanted.is_subset(&granted)) {
-        Ok(Some(ConsentNeed {
-            new_items: if req.prompt.consent {
-                wanted.clone()
-            } else {
-                wanted.difference(&granted)
-            },
-            granted,
-        }))
+        let new_items = if req.prompt.consent {
+            wanted
+        } else {
+            wanted.difference(&granted).cloned().collect()
+        };
+        Ok(Some(ConsentNeed { new_items, granted }))
     } else {
         Ok(None)
     }
@@ -306,17 +316,11 @@ pub async fn remember_consent(
     subject: &str,
     req: &AuthorizationRequest,
 ) -> OAuthResult<()> {
-    let granted = match app
-        .store
-        .get_consent(&tenant.id, subject, client_id)
-        .await?
-    {
-        Some(s) => ScopeSet::parse(&s).unwrap_or_default(),
-        None => ScopeSet::new(),
-    };
-    let all = granted.union(&consent_items(req));
+    let mut all = granted_consent(app, tenant, subject, client_id).await?;
+    all.extend(consent_items(req));
+    let json = serde_json::to_string(&all).map_err(|e| OAuthError::server_error(e.to_string()))?;
     app.store
-        .put_consent(&tenant.id, subject, client_id, &all.to_string(), app.now())
+        .put_consent(&tenant.id, subject, client_id, &json, app.now())
         .await?;
     Ok(())
 }
@@ -404,12 +408,18 @@ pub async fn proceed(
                 .clone()
                 .or(session.1.user.name.clone())
                 .unwrap_or_else(|| session.0.subject.clone());
-            let display = |set: &ScopeSet| -> Vec<String> {
+            let display = |set: &ConsentSet| -> Vec<String> {
                 set.iter()
                     .filter(|s| !s.starts_with("resource:"))
-                    .map(str::to_string)
+                    .cloned()
                     .collect()
             };
+            let already: ConsentSet = req
+                .scope
+                .iter()
+                .filter(|s| need.granted.contains(*s))
+                .map(str::to_string)
+                .collect();
             let action = tenant.endpoint("/consent");
             let csrf = csrf_token(browser, handle.expose());
             pages::render(
@@ -421,7 +431,7 @@ pub async fn proceed(
                     loopback_only: redirect_uri::is_loopback_only(&req.redirect_uri),
                     dynamic: client.meta.dynamic,
                     new_scopes: display(&need.new_items),
-                    already_granted: display(&need.granted.intersection(&req.scope)),
+                    already_granted: display(&already),
                     resources: &req.resources,
                     action: &action,
                     pending: handle.expose(),

@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::token::{assertion_audiences, parse_form};
-use crate::oauth::client_auth;
+use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
+use crate::oauth::resource;
 use crate::tenants::{Tenant, TenantCtx};
 use crate::tokens::inspect::{inspect_access_token, Inspected};
 use crate::tokens::secret::{ct_eq, Handle};
@@ -33,6 +34,16 @@ pub async fn introspect(
             res
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// A caller restricted to some resources (a resource server registered with
+/// `resources = [...]`) learns only about tokens meant for those resources;
+/// an unrestricted confidential client may introspect any token of the tenant.
+fn may_see(caller: &Client, aud: &str) -> bool {
+    match &caller.meta.resources {
+        None => true,
+        Some(list) => list.iter().any(|r| resource::same_resource(r, aud)),
     }
 }
 
@@ -62,6 +73,9 @@ async fn run(
     let hint = params.get("token_type_hint");
     if hint != Some("refresh_token") {
         if let Inspected::Active(c) = inspect_access_token(app, tenant, token).await? {
+            if !may_see(&caller, &c.aud) {
+                return Ok(json!({ "active": false }));
+            }
             return Ok(json!({
                 "active": true,
                 "iss": c.iss,
@@ -105,6 +119,9 @@ async fn run(
     }
     if hint == Some("refresh_token") {
         if let Inspected::Active(c) = inspect_access_token(app, tenant, token).await? {
+            if !may_see(&caller, &c.aud) {
+                return Ok(json!({ "active": false }));
+            }
             return Ok(json!({
                 "active": true, "iss": c.iss, "sub": c.sub, "aud": c.aud, "client_id": c.client_id,
                 "scope": c.scope, "exp": c.exp, "iat": c.iat, "jti": c.jti, "token_type": "Bearer",

@@ -192,7 +192,8 @@ impl IntoResponse for OAuthError {
             .as_deref()
             .and_then(|c| HeaderValue::from_str(c).ok())
         {
-            if self.status == StatusCode::UNAUTHORIZED {
+            // 401 names the scheme; 403 insufficient_scope names the scope (RFC 6750 §3).
+            if self.status == StatusCode::UNAUTHORIZED || self.status == StatusCode::FORBIDDEN {
                 headers.insert(header::WWW_AUTHENTICATE, ch);
             }
         }
