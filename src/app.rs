@@ -140,6 +140,7 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(endpoints::health::healthz))
         .route("/readyz", get(endpoints::health::readyz))
         .fallback(endpoints::health::not_found)
+        .method_not_allowed_fallback(endpoints::health::method_not_allowed)
         .layer(DefaultBodyLimit::max(endpoints::token::MAX_FORM_BODY))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

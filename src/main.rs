@@ -22,24 +22,43 @@ async fn main() {
                     },
                 );
             }
-            // One clear line, not clap's multi-line usage dump.
-            let text = e.render().to_string();
-            eprintln!(
-                "{}",
-                text.lines().next().unwrap_or("error: invalid arguments")
-            );
+            eprintln!("{}", one_line(&e.render().to_string()));
             std::process::exit(2);
         }
+    };
+    // The server logs at info; admin commands stay quiet so their output
+    // (and any error) is what the operator reads.
+    let default_filter = if matches!(cli.command, gatehouse::cli::Command::Serve(_)) {
+        "info,sqlx=warn"
+    } else {
+        "error"
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(cli).await {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);
+    }
+}
+
+/// One clear line from clap's multi-line message: the error and what it
+/// names, without the usage dump.
+fn one_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.is_empty() {
+        "error: invalid arguments".to_string()
+    } else {
+        line
     }
 }

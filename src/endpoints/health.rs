@@ -27,6 +27,12 @@ pub async fn not_found() -> Response {
     OAuthError::not_found("no such endpoint").into_response()
 }
 
+pub async fn method_not_allowed() -> Response {
+    OAuthError::invalid_request("this HTTP method is not allowed here")
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .into_response()
+}
+
 /// A panic is a bug; answer in protocol format rather than dropping the connection.
 pub fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("request handler panicked");

@@ -595,3 +595,25 @@ pub fn jwt_header(token: &str) -> serde_json::Value {
     let h = token.split('.').next().expect("jwt header");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).expect("b64")).expect("json")
 }
+
+impl Server {
+    /// Like `cli`, with extra environment variables (e.g. to pass the
+    /// key-encryption key the way production does).
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run gatehouse cli")
+    }
+
+    /// The development key-encryption key the server generated in its data
+    /// directory (base64).
+    pub fn kek_base64(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data").join("kek"))
+            .expect("kek file")
+            .trim()
+            .to_string()
+    }
+}
