@@ -26,6 +26,8 @@ fn claims(now: i64) -> AccessClaims {
         iat: now,
         exp: now + 3600,
         auth_time: Some(now),
+        act: None,
+        may_act: None,
     }
 }
 

@@ -81,7 +81,7 @@ fn tenant_routes() -> Router<AppState> {
     // any origin, no cookies (they authenticate with PKCE or client auth).
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600));
     let api = Router::new()
@@ -93,6 +93,13 @@ fn tenant_routes() -> Router<AppState> {
             get(endpoints::userinfo::userinfo).post(endpoints::userinfo::userinfo),
         )
         .route("/jwks.json", get(endpoints::jwks::jwks))
+        .route("/register", post(endpoints::register::register))
+        .route(
+            "/register/{client_id}",
+            get(endpoints::register::read)
+                .put(endpoints::register::update)
+                .delete(endpoints::register::delete),
+        )
         .route(
             "/.well-known/openid-configuration",
             get(endpoints::discovery::openid_configuration),

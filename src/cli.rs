@@ -124,6 +124,14 @@ pub enum ClientsCommand {
         #[arg(long, default_value = DEFAULT_TENANT)]
         tenant: String,
     },
+    /// Issue an initial access token for dynamic client registration; printed once.
+    InitialToken {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+        /// Lifetime in seconds; the token may register any number of clients until then.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: i64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -490,10 +498,13 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         settings.listen,
         issuer_for(&public_url, DEFAULT_TENANT)
     );
-    axum::serve(listener, crate::app::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+    axum::serve(
+        listener,
+        crate::app::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server error")?;
     Ok(())
 }
 
@@ -723,6 +734,30 @@ async fn clients(global: &GlobalArgs, cmd: ClientsCommand) -> Result<()> {
                 bail!("client_id: no client '{client_id}' in tenant '{tenant}'");
             }
             println!("client '{client_id}' deleted");
+        }
+        ClientsCommand::InitialToken { tenant, ttl } => {
+            let settings = tenant_settings(&store, &tenant).await?;
+            if !(60..=365 * 86_400).contains(&ttl) {
+                bail!("--ttl: must be between 60 and 31536000 seconds (got {ttl})");
+            }
+            let token = Handle::generate();
+            let t = now();
+            store
+                .put_initial_access_token(&crate::store::InitialAccessTokenRecord {
+                    token_hash: token.hash(),
+                    tenant_id: tenant.clone(),
+                    created_at: t,
+                    expires_at: t + ttl,
+                })
+                .await?;
+            if settings.registration.mode != crate::tenants::RegistrationMode::InitialAccessToken {
+                eprintln!(
+                    "note: tenant '{tenant}' does not require initial access tokens (registration.mode)"
+                );
+            }
+            println!("initial_access_token: {}", token.expose());
+            println!("expires_at: {}", t + ttl);
+            println!("(shown once; only its hash is stored)");
         }
     }
     Ok(())

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use crate::oauth::{redirect_uri, resource, scope::ScopeSet};
 use crate::tenants::{
     model::{
-        AuthMethod, ClientMetadata, ConnectorSettings, TenantSettings, TokenFormat, TokenPolicy,
+        AuthMethod, ClientMetadata, ConnectorSettings, ExchangeRule, RegistrationPolicy,
+        TenantSettings, TokenFormat, TokenPolicy,
     },
     validate_tenant_id, SUPPORTED_GRANTS,
 };
@@ -54,6 +55,10 @@ pub struct TenantConfig {
     pub resources: Vec<ResourceConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub registration: RegistrationPolicy,
+    #[serde(default)]
+    pub token_exchange: Vec<ExchangeRule>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -184,6 +189,8 @@ impl TenantConfig {
             tokens: self.tokens.clone(),
             signing_alg: self.signing_alg.clone(),
             connectors: self.connectors.clone(),
+            registration: self.registration.clone(),
+            token_exchange: self.token_exchange.clone(),
         }
     }
 
@@ -194,6 +201,12 @@ impl TenantConfig {
         if let Some(alg) = &self.signing_alg {
             alg.parse::<crate::keys::Alg>()
                 .map_err(|e| format!("{at}.signing_alg: {e}"))?;
+        }
+        self.registration
+            .validate()
+            .map_err(|e| format!("{at}.registration: {e}"))?;
+        for (j, rule) in self.token_exchange.iter().enumerate() {
+            validate_exchange_rule(rule).map_err(|e| format!("{at}.token_exchange[{j}].{e}"))?;
         }
         crate::tenants::build_connectors(&self.settings())
             .map_err(|e| format!("{at}.connectors: {e}"))?;
@@ -217,6 +230,29 @@ impl TenantConfig {
         }
         Ok(())
     }
+}
+
+pub fn validate_exchange_rule(rule: &ExchangeRule) -> Result<(), String> {
+    use crate::grants::token_exchange::{TYPE_ACCESS_TOKEN, TYPE_JWT};
+    if rule.clients.is_empty() {
+        return Err("clients: name at least one client id (or \"*\")".into());
+    }
+    if rule.resources.is_empty() {
+        return Err("resources: name at least one resource URI (or \"*\")".into());
+    }
+    for (i, t) in rule.subject_token_types.iter().enumerate() {
+        if t != TYPE_ACCESS_TOKEN && t != TYPE_JWT {
+            return Err(format!(
+                "subject_token_types[{i}]: '{t}' is not supported (use {TYPE_ACCESS_TOKEN} or {TYPE_JWT})"
+            ));
+        }
+    }
+    for (i, r) in rule.resources.iter().enumerate() {
+        if r != "*" {
+            resource::canonicalize(r).map_err(|e| format!("resources[{i}]: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn validate_resource(r: &ResourceConfig) -> Result<String, String> {

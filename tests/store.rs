@@ -327,7 +327,29 @@ async fn purge_removes_only_expired(db: Db) {
     assert!(f.store.take_pending("t", "old", 0).await.unwrap().is_none());
 }
 
+async fn audit_batches_are_written_and_listed(db: Db) {
+    let f = fixture(db).await;
+    let events: Vec<AuditRecord> = (0..700)
+        .map(|i| AuditRecord {
+            id: format!("e{i}"),
+            tenant_id: "t".into(),
+            at: i,
+            kind: "token".into(),
+            outcome: "success".into(),
+            client_id: Some("c".into()),
+            subject: None,
+            source_ip: None,
+            detail: "{}".into(),
+        })
+        .collect();
+    f.store.insert_audit(&events).await.unwrap();
+    let listed = f.store.list_audit("t", 1000).await.unwrap();
+    assert_eq!(listed.len(), 700);
+    assert_eq!(listed[0].at, 699, "newest first");
+}
+
 on_both_databases!(
+    audit_batches_are_written_and_listed,
     concurrent_code_redemption_succeeds_once,
     code_replay_revokes_grant_and_its_tokens,
     concurrent_refresh_rotation_succeeds_once,

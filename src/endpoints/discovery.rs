@@ -6,12 +6,20 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::tenants::{AuthMethod, Tenant, TenantCtx, SUPPORTED_GRANTS};
+use crate::tenants::{AuthMethod, RegistrationMode, Tenant, TenantCtx, SUPPORTED_GRANTS};
 use crate::AppState;
 
 const ASSERTION_ALGS: [&str; 6] = ["ES256", "ES384", "RS256", "RS384", "PS256", "EdDSA"];
 
 pub fn metadata(tenant: &Tenant) -> Value {
+    let mut doc = core_metadata(tenant);
+    if tenant.settings.registration.mode != RegistrationMode::Disabled {
+        doc["registration_endpoint"] = json!(tenant.endpoint("/register"));
+    }
+    doc
+}
+
+fn core_metadata(tenant: &Tenant) -> Value {
     let alg = tenant.keys.active().alg.as_str();
     let authenticated: Vec<&str> = AuthMethod::ALL
         .iter()

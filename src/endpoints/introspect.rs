@@ -87,6 +87,7 @@ async fn run(
                 "iat": c.iat,
                 "jti": c.jti,
                 "token_type": "Bearer",
+                "act": c.act,
             }));
         }
     }
@@ -125,6 +126,7 @@ async fn run(
             return Ok(json!({
                 "active": true, "iss": c.iss, "sub": c.sub, "aud": c.aud, "client_id": c.client_id,
                 "scope": c.scope, "exp": c.exp, "iat": c.iat, "jti": c.jti, "token_type": "Bearer",
+                "act": c.act,
             }));
         }
     }

@@ -23,6 +23,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// RFC 8693 §2.2.1, token exchange only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 impl IntoResponse for TokenResponse {
@@ -117,6 +120,10 @@ async fn run(
         )));
     }
     let result = grants::dispatch(app, tenant, &client, &grant_type, &params).await;
+    if result.is_ok() {
+        // Self-registered clients that never get a token expire by policy.
+        crate::endpoints::register::note_client_used(app, &tenant.id, &client).await;
+    }
     let outcome = if result.is_ok() { "success" } else { "failure" };
     let detail = match &result {
         Ok(_) => serde_json::json!({"grant_type": grant_type}),

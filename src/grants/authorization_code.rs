@@ -109,6 +109,8 @@ pub async fn grant(
             resource: &resource,
             grant_id: Some(&record.grant_id),
             auth_time: Some(data.grant.auth_time),
+            act: None,
+            format: None,
         },
     )
     .await?;
@@ -140,5 +142,6 @@ pub async fn grant(
         scope: scope.to_string(),
         refresh_token,
         id_token,
+        issued_token_type: None,
     })
 }

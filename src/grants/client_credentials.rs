@@ -51,6 +51,8 @@ pub async fn grant(
             resource: &resource,
             grant_id: None,
             auth_time: None,
+            act: None,
+            format: None,
         },
     )
     .await?;
@@ -61,5 +63,6 @@ pub async fn grant(
         scope: scope.to_string(),
         refresh_token: None,
         id_token: None,
+        issued_token_type: None,
     })
 }

@@ -3,6 +3,7 @@
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
+pub mod token_exchange;
 
 use crate::endpoints::token::TokenResponse;
 use crate::oauth::authorization_request::allowed_resource;
@@ -12,17 +13,13 @@ use crate::oauth::params::Params;
 use crate::oauth::resource;
 use crate::oauth::scope::ScopeSet;
 use crate::tenants::{
-    Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, OIDC_SCOPES,
+    Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN,
+    GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
 };
 use crate::AppState;
 
 pub fn is_supported(grant_type: &str) -> bool {
-    [
-        GRANT_AUTHORIZATION_CODE,
-        GRANT_REFRESH_TOKEN,
-        GRANT_CLIENT_CREDENTIALS,
-    ]
-    .contains(&grant_type)
+    SUPPORTED_GRANTS.contains(&grant_type)
 }
 
 pub async fn dispatch(
@@ -35,6 +32,7 @@ pub async fn dispatch(
     match grant_type {
         GRANT_AUTHORIZATION_CODE => authorization_code::grant(app, tenant, client, params).await,
         GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params).await,
+        GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials::grant(app, tenant, client, params).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant_type '{other}' is not supported"

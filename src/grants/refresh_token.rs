@@ -139,6 +139,8 @@ pub async fn grant(
             resource: &resource,
             grant_id: Some(&grant.id),
             auth_time: Some(data.auth_time),
+            act: None,
+            format: None,
         },
     )
     .await?;
@@ -165,5 +167,6 @@ pub async fn grant(
         scope: scope.to_string(),
         refresh_token: Some(handle.expose().to_string()),
         id_token,
+        issued_token_type: None,
     })
 }

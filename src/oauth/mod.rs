@@ -6,5 +6,6 @@ pub mod errors;
 pub mod params;
 pub mod pkce;
 pub mod redirect_uri;
+pub mod registration;
 pub mod resource;
 pub mod scope;

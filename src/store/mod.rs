@@ -315,6 +315,12 @@ pub trait Store: Send + Sync + 'static {
         jti: &str,
         now: i64,
     ) -> StoreResult<AccessTokenState>;
+    /// The grant an access token was minted from, if it was tracked.
+    async fn access_token_grant_id(
+        &self,
+        tenant_id: &str,
+        jti: &str,
+    ) -> StoreResult<Option<String>>;
     async fn find_opaque_token(
         &self,
         tenant_id: &str,
@@ -337,4 +343,75 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes what has expired; returns rows removed.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+
+    // Dynamic client registration (RFC 7591 / RFC 7592)
+    /// Inserts a self-registered client and its registration in one
+    /// transaction; fails if the client id is taken.
+    async fn create_dynamic_client(
+        &self,
+        c: &ClientRecord,
+        reg: &RegistrationRecord,
+    ) -> StoreResult<()>;
+    async fn get_registration(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<RegistrationRecord>>;
+    /// Replaces a self-registered client's secret hash and metadata and its
+    /// registered metadata; false when there is no such `dcr` client.
+    async fn update_dynamic_client(
+        &self,
+        c: &ClientRecord,
+        reg: &RegistrationRecord,
+    ) -> StoreResult<bool>;
+    /// Deletes a `dcr` client with its registration and consents, and revokes
+    /// its grants and tracked tokens; false when there is no such client.
+    async fn delete_dynamic_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    async fn put_initial_access_token(&self, t: &InitialAccessTokenRecord) -> StoreResult<()>;
+    /// Whether an unexpired initial access token with this hash exists.
+    async fn initial_access_token_valid(
+        &self,
+        tenant_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Records the first time a client obtained a token (later calls change nothing).
+    async fn mark_client_used(&self, tenant_id: &str, client_id: &str, now: i64)
+        -> StoreResult<()>;
+    /// Deletes `dcr` clients of the tenant registered before `created_before`
+    /// that never obtained a token (no `first_used_at`, no grant), and expired
+    /// initial access tokens; returns rows removed.
+    async fn purge_unused_dynamic_clients(
+        &self,
+        tenant_id: &str,
+        created_before: i64,
+        now: i64,
+    ) -> StoreResult<u64>;
+}
+
+/// A self-registered client's registration (RFC 7591 / RFC 7592).
+#[derive(Clone, Debug)]
+pub struct RegistrationRecord {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// SHA-256 of the registration access token.
+    pub token_hash: String,
+    /// JSON of the registered metadata (`oauth::registration::RegisteredMetadata`).
+    pub metadata: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An initial access token for registration, by hash.
+#[derive(Clone, Debug)]
+pub struct InitialAccessTokenRecord {
+    pub token_hash: String,
+    pub tenant_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }

@@ -784,6 +784,18 @@ macro_rules! sql_store {
                 })
             }
 
+            async fn access_token_grant_id(&self, tenant_id: &str, jti: &str) -> StoreResult<Option<String>> {
+                let row = sqlx::query("SELECT grant_id FROM access_tokens WHERE jti = $1 AND tenant_id = $2")
+                    .bind(jti)
+                    .bind(tenant_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => get!(row, "grant_id"),
+                    None => None,
+                })
+            }
+
             async fn find_opaque_token(&self, tenant_id: &str, hash: &str) -> StoreResult<Option<(AccessTokenRecord, AccessTokenState)>> {
                 let row = sqlx::query(
                     "SELECT a.jti, a.tenant_id, a.client_id, a.grant_id, a.token_hash, a.claims, a.expires_at, \
@@ -849,25 +861,25 @@ macro_rules! sql_store {
             }
 
             async fn insert_audit(&self, events: &[AuditRecord]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
-                for e in events {
-                    sqlx::query(
-                        "INSERT INTO audit_events (id, tenant_id, at, kind, outcome, client_id, subject, source_ip, detail) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(&e.id)
-                    .bind(&e.tenant_id)
-                    .bind(e.at)
-                    .bind(&e.kind)
-                    .bind(&e.outcome)
-                    .bind(&e.client_id)
-                    .bind(&e.subject)
-                    .bind(&e.source_ip)
-                    .bind(&e.detail)
-                    .execute(&mut *tx)
-                    .await?;
+                // One multi-row INSERT per batch: audit must cost the database
+                // little even when every token request records an event.
+                for chunk in events.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_events (id, tenant_id, at, kind, outcome, client_id, subject, source_ip, detail) ",
+                    );
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.id.clone())
+                            .push_bind(e.tenant_id.clone())
+                            .push_bind(e.at)
+                            .push_bind(e.kind.clone())
+                            .push_bind(e.outcome.clone())
+                            .push_bind(e.client_id.clone())
+                            .push_bind(e.subject.clone())
+                            .push_bind(e.source_ip.clone())
+                            .push_bind(e.detail.clone());
+                    });
+                    q.build().execute(&self.pool).await?;
                 }
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -915,6 +927,188 @@ macro_rules! sql_store {
                 for (sql, at) in statements {
                     removed += sqlx::query(sql).bind(at).execute(&self.pool).await?.rows_affected();
                 }
+                Ok(removed)
+            }
+
+            async fn create_dynamic_client(&self, c: &ClientRecord, reg: &RegistrationRecord) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(&format!(
+                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (tenant_id, client_id) DO NOTHING"
+                ))
+                .bind(&c.tenant_id)
+                .bind(&c.client_id)
+                .bind(&c.secret_hash)
+                .bind(&c.metadata)
+                .bind(&c.source)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Invalid(format!(
+                        "client '{}' already exists", c.client_id
+                    )));
+                }
+                sqlx::query(
+                    "INSERT INTO client_registrations (tenant_id, client_id, token_hash, metadata, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&reg.tenant_id)
+                .bind(&reg.client_id)
+                .bind(&reg.token_hash)
+                .bind(&reg.metadata)
+                .bind(reg.created_at)
+                .bind(reg.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_registration(&self, tenant_id: &str, client_id: &str) -> StoreResult<Option<RegistrationRecord>> {
+                let row = sqlx::query(
+                    "SELECT tenant_id, client_id, token_hash, metadata, created_at, updated_at \
+                     FROM client_registrations WHERE tenant_id = $1 AND client_id = $2",
+                )
+                .bind(tenant_id)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok(RegistrationRecord {
+                        tenant_id: get!(row, "tenant_id"),
+                        client_id: get!(row, "client_id"),
+                        token_hash: get!(row, "token_hash"),
+                        metadata: get!(row, "metadata"),
+                        created_at: get!(row, "created_at"),
+                        updated_at: get!(row, "updated_at"),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn update_dynamic_client(&self, c: &ClientRecord, reg: &RegistrationRecord) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE clients SET secret_hash = $3, metadata = $4, updated_at = $5 \
+                     WHERE tenant_id = $1 AND client_id = $2 AND source = 'dcr'",
+                )
+                .bind(&c.tenant_id)
+                .bind(&c.client_id)
+                .bind(&c.secret_hash)
+                .bind(&c.metadata)
+                .bind(c.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                let done = sqlx::query(
+                    "UPDATE client_registrations SET token_hash = $3, metadata = $4, updated_at = $5 \
+                     WHERE tenant_id = $1 AND client_id = $2",
+                )
+                .bind(&reg.tenant_id)
+                .bind(&reg.client_id)
+                .bind(&reg.token_hash)
+                .bind(&reg.metadata)
+                .bind(reg.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn delete_dynamic_client(&self, tenant_id: &str, client_id: &str, now: i64) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM clients WHERE tenant_id = $1 AND client_id = $2 AND source = 'dcr'",
+                )
+                .bind(tenant_id)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                // RFC 7592 §2.3: what the client was granted goes with it.
+                let statements = [
+                    "DELETE FROM client_registrations WHERE tenant_id = $1 AND client_id = $2",
+                    "DELETE FROM consents WHERE tenant_id = $1 AND client_id = $2",
+                    "UPDATE grants SET revoked_at = $3 WHERE tenant_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+                    "UPDATE access_tokens SET revoked_at = $3 WHERE tenant_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+                    "UPDATE refresh_tokens SET rotated_at = $3 WHERE tenant_id = $1 AND client_id = $2 AND rotated_at IS NULL",
+                ];
+                for sql in statements {
+                    let q = sqlx::query(sql).bind(tenant_id).bind(client_id);
+                    let q = if sql.contains("$3") { q.bind(now) } else { q };
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn put_initial_access_token(&self, t: &InitialAccessTokenRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO initial_access_tokens (token_hash, tenant_id, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&t.token_hash)
+                .bind(&t.tenant_id)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn initial_access_token_valid(&self, tenant_id: &str, hash: &str, now: i64) -> StoreResult<bool> {
+                let row = sqlx::query(
+                    "SELECT token_hash FROM initial_access_tokens \
+                     WHERE token_hash = $1 AND tenant_id = $2 AND expires_at > $3",
+                )
+                .bind(hash)
+                .bind(tenant_id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.is_some())
+            }
+
+            async fn mark_client_used(&self, tenant_id: &str, client_id: &str, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE clients SET first_used_at = $3 \
+                     WHERE tenant_id = $1 AND client_id = $2 AND first_used_at IS NULL",
+                )
+                .bind(tenant_id)
+                .bind(client_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn purge_unused_dynamic_clients(&self, tenant_id: &str, created_before: i64, now: i64) -> StoreResult<u64> {
+                let mut removed = sqlx::query(
+                    "DELETE FROM clients WHERE tenant_id = $1 AND source = 'dcr' \
+                     AND first_used_at IS NULL AND created_at < $2 \
+                     AND NOT EXISTS (SELECT 1 FROM grants g \
+                         WHERE g.tenant_id = clients.tenant_id AND g.client_id = clients.client_id)",
+                )
+                .bind(tenant_id)
+                .bind(created_before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                removed += sqlx::query("DELETE FROM initial_access_tokens WHERE tenant_id = $1 AND expires_at <= $2")
+                    .bind(tenant_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
                 Ok(removed)
             }
         }

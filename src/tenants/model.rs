@@ -91,6 +91,94 @@ pub struct TenantSettings {
     pub signing_alg: Option<String>,
     #[serde(default)]
     pub connectors: Vec<ConnectorSettings>,
+    /// Dynamic client registration (RFC 7591) policy.
+    #[serde(default)]
+    pub registration: RegistrationPolicy,
+    /// Token exchange (RFC 8693) policy: nothing is allowed unless a rule says so.
+    #[serde(default)]
+    pub token_exchange: Vec<ExchangeRule>,
+}
+
+/// One token-exchange permission: these clients may exchange these subject
+/// token types for tokens to these resources.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRule {
+    /// Client ids, or "*" for any confidential client allowed the grant.
+    pub clients: Vec<String>,
+    #[serde(default = "default_subject_token_types")]
+    pub subject_token_types: Vec<String>,
+    /// Target resource URIs, or "*" for any resource of the tenant.
+    pub resources: Vec<String>,
+    /// May the client ask for requested_token_type=refresh_token?
+    #[serde(default)]
+    pub allow_refresh_token: bool,
+}
+
+pub fn default_subject_token_types() -> Vec<String> {
+    vec!["urn:ietf:params:oauth:token-type:access_token".into()]
+}
+
+/// Who may register clients at `{issuer}/register`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// Anyone may register (what MCP clients expect).
+    #[default]
+    Open,
+    /// Only with an initial access token from `gatehouse clients initial-token`.
+    InitialAccessToken,
+    /// No dynamic registration.
+    Disabled,
+}
+
+/// Dynamic client registration settings of a tenant (`[tenants.registration]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationPolicy {
+    pub mode: RegistrationMode,
+    /// Registrations one source address may make per minute (burst).
+    pub per_ip_per_minute: u32,
+    /// Registrations the whole tenant accepts per minute, per node.
+    pub per_tenant_per_minute: u32,
+    /// Take the source address from the first `X-Forwarded-For` value (only
+    /// behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Self-registered clients never used for a token are deleted this many
+    /// seconds after registration.
+    pub unused_client_ttl: i64,
+}
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::Open,
+            per_ip_per_minute: 20,
+            per_tenant_per_minute: 300,
+            trust_forwarded_for: false,
+            unused_client_ttl: 30 * 86_400,
+        }
+    }
+}
+
+impl RegistrationPolicy {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("per_ip_per_minute", self.per_ip_per_minute),
+            ("per_tenant_per_minute", self.per_tenant_per_minute),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(format!("{name} must be between 1 and 100000 (got {value})"));
+            }
+        }
+        if !(3600..=3650 * 86_400).contains(&self.unused_client_ttl) {
+            return Err(format!(
+                "unused_client_ttl must be between 3600 and 315360000 seconds (got {})",
+                self.unused_client_ttl
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -152,10 +240,12 @@ impl AuthMethod {
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
-pub const SUPPORTED_GRANTS: [&str; 3] = [
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const SUPPORTED_GRANTS: [&str; 4] = [
     GRANT_AUTHORIZATION_CODE,
     GRANT_REFRESH_TOKEN,
     GRANT_CLIENT_CREDENTIALS,
+    GRANT_TOKEN_EXCHANGE,
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

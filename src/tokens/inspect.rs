@@ -9,7 +9,7 @@ use crate::tokens::secret::{ct_eq, Handle};
 use crate::AppState;
 
 pub enum Inspected {
-    Active(AccessClaims),
+    Active(Box<AccessClaims>),
     Inactive,
 }
 
@@ -64,7 +64,7 @@ pub async fn inspect_access_token(
     if claims.exp <= now {
         return Ok(Inspected::Inactive);
     }
-    Ok(Inspected::Active(claims))
+    Ok(Inspected::Active(Box::new(claims)))
 }
 
 /// Like `inspect_access_token` but ignores expiry and revocation: for

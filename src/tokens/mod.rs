@@ -58,6 +58,12 @@ pub struct AccessClaims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// RFC 8693 §4.1: the acting party, nested for a delegation chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<serde_json::Value>,
+    /// RFC 8693 §4.4: who may act for the subject, when the issuer said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_act: Option<serde_json::Value>,
 }
 
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -69,6 +75,9 @@ pub struct AccessTokenSpec<'a> {
     pub resource: &'a str,
     pub grant_id: Option<&'a str>,
     pub auth_time: Option<i64>,
+    pub act: Option<serde_json::Value>,
+    /// Overrides the client's configured format (token exchange asking for a JWT).
+    pub format: Option<TokenFormat>,
 }
 
 pub struct MintedAccessToken {
@@ -107,6 +116,8 @@ pub async fn mint_access_token(
         iat: now,
         exp: now + ttl,
         auth_time: spec.auth_time,
+        act: spec.act.clone(),
+        may_act: None,
     };
     let mut record = AccessTokenRecord {
         jti: claims.jti.clone(),
@@ -117,7 +128,7 @@ pub async fn mint_access_token(
         claims: None,
         expires_at: claims.exp,
     };
-    let token = match spec.client.meta.access_token_format {
+    let token = match spec.format.unwrap_or(spec.client.meta.access_token_format) {
         TokenFormat::Jwt => tenant.keys.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| {
             OAuthError::server_error(format!("could not sign the access token: {e}"))
         })?,
