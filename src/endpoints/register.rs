@@ -357,6 +357,29 @@ fn validate_metadata(tenant: &Tenant, body: &Value) -> RegResult<RegisteredMetad
     )?)
 }
 
+/// Records an RFC 7592 management operation and its outcome.
+fn audit_management(
+    app: &AppState,
+    tenant: &Tenant,
+    operation: &str,
+    params: &RawPathParams,
+    error: Option<&str>,
+) {
+    let (outcome, detail) = match error {
+        None => ("success", json!({ "operation": operation })),
+        Some(e) => ("failure", json!({ "operation": operation, "error": e })),
+    };
+    app.audit.record(
+        tenant,
+        "client_registration",
+        outcome,
+        path_client_id(params).as_deref(),
+        None,
+        None,
+        detail,
+    );
+}
+
 // ---------------------------------------------------------------------------
 // POST /register
 // ---------------------------------------------------------------------------
@@ -558,18 +581,12 @@ pub async fn update(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let result = run_update(&app, &tenant, &params, &parts.headers, body).await;
-    let (outcome, detail) = match &result {
-        Ok(_) => ("success", json!({"operation": "update"})),
-        Err(e) => ("failure", json!({"operation": "update", "error": e.error})),
-    };
-    app.audit.record(
+    audit_management(
+        &app,
         &tenant,
-        "client_registration",
-        outcome,
-        path_client_id(&params).as_deref(),
-        None,
-        None,
-        detail,
+        "update",
+        &params,
+        result.as_ref().err().map(|e| e.error),
     );
     match result {
         Ok(body) => json_response(StatusCode::OK, body),
@@ -676,18 +693,12 @@ pub async fn delete(
         Ok::<_, RegistrationError>(m.client_id)
     }
     .await;
-    let (outcome, detail) = match &result {
-        Ok(_) => ("success", json!({"operation": "delete"})),
-        Err(e) => ("failure", json!({"operation": "delete", "error": e.error})),
-    };
-    app.audit.record(
+    audit_management(
+        &app,
         &tenant,
-        "client_registration",
-        outcome,
-        path_client_id(&params).as_deref(),
-        None,
-        None,
-        detail,
+        "delete",
+        &params,
+        result.as_ref().err().map(|e| e.error),
     );
     match result {
         Ok(_) => {

@@ -6,12 +6,11 @@ use crate::oauth::authorization_request::{allowed_scopes, default_scopes};
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
-use crate::oauth::scope::ScopeSet;
 use crate::tenants::Tenant;
 use crate::tokens::{mint_access_token, AccessTokenSpec};
 use crate::AppState;
 
-use super::resource_for_client;
+use super::{resource_for_client, scope_within};
 
 pub async fn grant(
     app: &AppState,
@@ -27,20 +26,12 @@ pub async fn grant(
     let resource = resource_for_client(tenant, client, params)?;
     let resources = [resource.clone()];
     let allowed = allowed_scopes(tenant, client, &resources, false);
-    let scope = match params.get("scope") {
-        Some(s) => {
-            let requested =
-                ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-            let extra = requested.difference(&allowed);
-            if !extra.is_empty() {
-                return Err(OAuthError::invalid_scope(format!(
-                    "scope not allowed for this client and resource: {extra}"
-                )));
-            }
-            requested
-        }
-        None => default_scopes(tenant, client, &resources),
-    };
+    let scope = scope_within(
+        params,
+        &allowed,
+        default_scopes(tenant, client, &resources),
+        "scope not allowed for this client and resource",
+    )?;
     let access = mint_access_token(
         app,
         tenant,

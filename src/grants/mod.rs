@@ -96,21 +96,24 @@ pub fn scope_for_resource(tenant: &Tenant, granted: &ScopeSet, resource: &str) -
     granted.intersection(&relevant)
 }
 
-/// A refresh may narrow the scope, never widen it (RFC 6749 §6).
-pub fn narrowed_scope(params: &Params, granted: &ScopeSet) -> OAuthResult<ScopeSet> {
-    match params.get("scope") {
-        None => Ok(granted.clone()),
-        Some(s) => {
-            let requested =
-                ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-            let extra = requested.difference(granted);
-            if extra.is_empty() {
-                Ok(requested)
-            } else {
-                Err(OAuthError::invalid_scope(format!(
-                    "scope exceeds what was granted: {extra}"
-                )))
-            }
-        }
+/// The scope a token request ends with: the requested `scope` when every
+/// value is within `allowed` (else `invalid_scope`, saying why through
+/// `refusal`), or `default` when none was requested. Refresh (RFC 6749 §6),
+/// client_credentials and token exchange all follow this rule.
+pub fn scope_within(
+    params: &Params,
+    allowed: &ScopeSet,
+    default: ScopeSet,
+    refusal: &str,
+) -> OAuthResult<ScopeSet> {
+    let Some(s) = params.get("scope") else {
+        return Ok(default);
+    };
+    let requested = ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    let extra = requested.difference(allowed);
+    if extra.is_empty() {
+        Ok(requested)
+    } else {
+        Err(OAuthError::invalid_scope(format!("{refusal}: {extra}")))
     }
 }

@@ -12,7 +12,7 @@ use crate::tokens::secret::{ct_eq, Handle};
 use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
-use super::{narrowed_scope, pick_resource, scope_for_resource};
+use super::{pick_resource, scope_for_resource, scope_within};
 
 fn new_refresh_record(
     app: &AppState,
@@ -104,7 +104,16 @@ pub async fn grant(
     let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| invalid())?;
     let granted = ScopeSet::parse(&data.scope).unwrap_or_default();
     let resource = pick_resource(params, &data.resources)?;
-    let scope = scope_for_resource(tenant, &narrowed_scope(params, &granted)?, &resource);
+    let scope = scope_for_resource(
+        tenant,
+        &scope_within(
+            params,
+            &granted,
+            granted.clone(),
+            "scope exceeds what was granted",
+        )?,
+        &resource,
+    );
 
     let (handle, new) = new_refresh_record(app, tenant, client, &grant.id, grant.expires_at);
     match app

@@ -231,20 +231,8 @@ fn check_scope(
         .map(|r| r.settings.scopes.iter().map(String::as_str).collect())
         .unwrap_or_default();
     let available = held.intersection(&target_scopes);
-    let scope = match params.get("scope") {
-        Some(s) => {
-            let requested =
-                ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-            let extra = requested.difference(&available);
-            if !extra.is_empty() {
-                return Err(OAuthError::invalid_scope(format!(
-                    "scope may only narrow what the subject token holds for '{target}': {extra}"
-                )));
-            }
-            requested
-        }
-        None => available,
-    };
+    let refusal = format!("scope may only narrow what the subject token holds for '{target}'");
+    let scope = super::scope_within(params, &available, available.clone(), &refusal)?;
     if scope.is_empty() {
         return Err(OAuthError::invalid_scope(format!(
             "the subject token holds no scope that applies to '{target}'"
