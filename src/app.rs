@@ -86,6 +86,10 @@ fn tenant_routes() -> Router<AppState> {
         .max_age(Duration::from_secs(600));
     let api = Router::new()
         .route("/token", post(endpoints::token::token))
+        .route(
+            "/device_authorization",
+            post(endpoints::device::device_authorization),
+        )
         .route("/introspect", post(endpoints::introspect::introspect))
         .route("/revoke", post(endpoints::revoke::revoke))
         .route(
@@ -120,6 +124,10 @@ fn tenant_routes() -> Router<AppState> {
             get(endpoints::login::show).post(endpoints::login::submit),
         )
         .route("/consent", post(endpoints::consent::submit))
+        .route(
+            "/device",
+            get(endpoints::device::show).post(endpoints::device::enter),
+        )
         .merge(api)
 }
 

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use crate::oauth::{redirect_uri, resource, scope::ScopeSet};
 use crate::tenants::{
     model::{
-        AuthMethod, ClientMetadata, ConnectorSettings, ExchangeRule, RegistrationPolicy,
-        TenantSettings, TokenFormat, TokenPolicy,
+        AuthMethod, CimdPolicy, ClientMetadata, ConnectorSettings, ExchangeRule,
+        RegistrationPolicy, TenantSettings, TokenFormat, TokenPolicy,
     },
     validate_tenant_id, SUPPORTED_GRANTS,
 };
@@ -59,6 +59,8 @@ pub struct TenantConfig {
     pub registration: RegistrationPolicy,
     #[serde(default)]
     pub token_exchange: Vec<ExchangeRule>,
+    #[serde(default)]
+    pub client_id_metadata: CimdPolicy,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -191,6 +193,7 @@ impl TenantConfig {
             connectors: self.connectors.clone(),
             registration: self.registration.clone(),
             token_exchange: self.token_exchange.clone(),
+            client_id_metadata: self.client_id_metadata.clone(),
         }
     }
 

@@ -34,6 +34,8 @@ pub struct ConsentPage<'a> {
     pub user: &'a str,
     pub redirect_host: &'a str,
     pub loopback_only: bool,
+    /// The user code, when this consent connects a device (RFC 8628).
+    pub device_code: Option<&'a str>,
     pub dynamic: bool,
     pub new_scopes: Vec<String>,
     pub already_granted: Vec<String>,
@@ -77,4 +79,20 @@ pub fn error_page(e: &OAuthError) -> Response {
             code: e.code.as_str(),
         },
     )
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+pub struct DevicePage<'a> {
+    pub action: &'a str,
+    pub csrf: &'a str,
+    pub user_code: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "device_done.html")]
+pub struct DeviceDonePage<'a> {
+    pub client_name: &'a str,
+    pub approved: bool,
 }

@@ -260,7 +260,7 @@ async fn token_unknown_grant_type_is_unsupported(db: Db) {
     for grant in [
         "password",
         "implicit",
-        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:saml2-bearer",
         "bogus",
     ] {
         let r = post(

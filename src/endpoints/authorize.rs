@@ -59,7 +59,11 @@ async fn run(app: AppState, tenant: TenantCtx, headers: HeaderMap, params: Param
             "missing required parameter 'client_id'",
         ));
     };
-    let client = match app.clients.find(&app.store, &tenant.id, client_id).await {
+    let client = match app
+        .clients
+        .find_or_fetch(&app.store, &tenant, client_id)
+        .await
+    {
         Ok(Some(c)) => c,
         Ok(None) => return pages::error_page(&OAuthError::invalid_request("unknown client_id")),
         Err(e) => return pages::error_page(&e.into()),

@@ -61,7 +61,7 @@ pub async fn submit(
     }
     let client = match app
         .clients
-        .find(&app.store, &tenant.id, &req.client_id)
+        .find_or_fetch(&app.store, &tenant, &req.client_id)
         .await
     {
         Ok(Some(c)) => c,
@@ -94,6 +94,10 @@ pub async fn submit(
                 None,
                 serde_json::json!({}),
             );
+            if let Some(device) = &req.device {
+                return super::device::deny(&app, &tenant, &client, device, &session.0.subject)
+                    .await;
+            }
             flow::error_redirect(
                 &tenant,
                 &back,

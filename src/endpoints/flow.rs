@@ -347,6 +347,10 @@ pub fn redirect_with(redirect_uri: &str, pairs: &[(&str, &str)]) -> Response {
 }
 
 pub fn error_redirect(tenant: &Tenant, back: &ErrorRedirect, e: &OAuthError) -> Response {
+    if back.redirect_uri.is_empty() {
+        // A device authorization has no redirect URI: tell the user here.
+        return pages::error_page(e);
+    }
     let mut pairs = vec![
         ("error", e.code.as_str()),
         ("error_description", e.description.as_str()),
@@ -428,7 +432,9 @@ pub async fn proceed(
                     client_name: client.meta.display_name(&client.client_id),
                     user: &user,
                     redirect_host: &redirect_uri::host_for_display(&req.redirect_uri),
-                    loopback_only: redirect_uri::is_loopback_only(&req.redirect_uri),
+                    loopback_only: req.device.is_none()
+                        && redirect_uri::is_loopback_only(&req.redirect_uri),
+                    device_code: req.device.as_ref().map(|d| d.user_code.as_str()),
                     dynamic: client.meta.dynamic,
                     new_scopes: display(&need.new_items),
                     already_granted: display(&already),
@@ -462,6 +468,9 @@ pub async fn finish(
             ))
         }
         Err(e) => return error_redirect(tenant, &back, &e.into()),
+    }
+    if let Some(device) = &req.device {
+        return super::device::approve(app, tenant, client, req, device, session).await;
     }
     match issue_code(app, tenant, client, req, session).await {
         Ok(code) => {

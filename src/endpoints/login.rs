@@ -43,7 +43,11 @@ fn no_connector() -> Response {
 }
 
 async fn client_name(app: &AppState, tenant: &Tenant, client_id: &str) -> String {
-    match app.clients.find(&app.store, &tenant.id, client_id).await {
+    match app
+        .clients
+        .find_or_fetch(&app.store, tenant, client_id)
+        .await
+    {
         Ok(Some(c)) => c.meta.display_name(&c.client_id).to_string(),
         _ => client_id.to_string(),
     }
@@ -124,7 +128,7 @@ pub async fn submit(
     };
     let client = match app
         .clients
-        .find(&app.store, &tenant.id, &pending.request.client_id)
+        .find_or_fetch(&app.store, &tenant, &pending.request.client_id)
         .await
     {
         Ok(Some(c)) => c,

@@ -2,6 +2,7 @@
 
 pub mod authorize;
 pub mod consent;
+pub mod device;
 pub mod discovery;
 pub mod flow;
 pub mod health;

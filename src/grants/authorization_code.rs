@@ -6,15 +6,12 @@ use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
 use crate::oauth::pkce;
-use crate::oauth::scope::ScopeSet;
 use crate::store::CodeRedemption;
-use crate::tenants::{Tenant, GRANT_REFRESH_TOKEN};
+use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, Handle};
-use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, IdTokenSpec};
 use crate::AppState;
 
-use super::refresh_token::issue_refresh_token;
-use super::{pick_resource, scope_for_resource};
+use super::{issue_user_tokens, UserGrant};
 
 type CodeCheck = fn(&CodeData, &Client, &Params) -> OAuthResult<()>;
 
@@ -95,53 +92,17 @@ pub async fn grant(
     for check in CHECKS {
         check(&data, client, params)?;
     }
-    let resource = pick_resource(params, &data.grant.resources)?;
-    let granted = ScopeSet::parse(&data.grant.scope).unwrap_or_default();
-    let scope = scope_for_resource(tenant, &granted, &resource);
-
-    let access = mint_access_token(
+    issue_user_tokens(
         app,
         tenant,
-        AccessTokenSpec {
-            client,
+        client,
+        UserGrant {
             subject: &data.subject,
-            scope: &scope,
-            resource: &resource,
-            grant_id: Some(&record.grant_id),
-            auth_time: Some(data.grant.auth_time),
-            act: None,
-            format: None,
+            grant_id: &record.grant_id,
+            grant: &data.grant,
+            nonce: data.nonce.as_deref(),
         },
+        params,
     )
-    .await?;
-    let refresh_token = if client.meta.allows_grant(GRANT_REFRESH_TOKEN) {
-        Some(issue_refresh_token(app, tenant, client, &record.grant_id).await?)
-    } else {
-        None
-    };
-    let id_token = if scope.contains("openid") {
-        Some(mint_id_token(
-            app,
-            tenant,
-            IdTokenSpec {
-                client_id: &client.client_id,
-                subject: &data.subject,
-                grant: &data.grant,
-                scope: &scope,
-                nonce: data.nonce.as_deref(),
-                access_token: &access.token,
-            },
-        )?)
-    } else {
-        None
-    };
-    Ok(TokenResponse {
-        access_token: access.token,
-        token_type: "Bearer",
-        expires_in: access.expires_in,
-        scope: scope.to_string(),
-        refresh_token,
-        id_token,
-        issued_token_type: None,
-    })
+    .await
 }

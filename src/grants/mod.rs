@@ -2,6 +2,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 pub mod refresh_token;
 pub mod token_exchange;
 
@@ -13,9 +14,10 @@ use crate::oauth::params::Params;
 use crate::oauth::resource;
 use crate::oauth::scope::ScopeSet;
 use crate::tenants::{
-    Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN,
-    GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
+    Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
+    GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
 };
+use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
 pub fn is_supported(grant_type: &str) -> bool {
@@ -33,6 +35,7 @@ pub async fn dispatch(
         GRANT_AUTHORIZATION_CODE => authorization_code::grant(app, tenant, client, params).await,
         GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params).await,
         GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params).await,
+        GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials::grant(app, tenant, client, params).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant_type '{other}' is not supported"
@@ -116,4 +119,72 @@ pub fn scope_within(
     } else {
         Err(OAuthError::invalid_scope(format!("{refusal}: {extra}")))
     }
+}
+
+/// A user's grant being redeemed (authorization code or device code).
+pub struct UserGrant<'a> {
+    pub subject: &'a str,
+    pub grant_id: &'a str,
+    pub grant: &'a GrantData,
+    pub nonce: Option<&'a str>,
+}
+
+/// The tokens a user's grant yields: an access token for one of its
+/// resources, a refresh token if the client may refresh, an ID token with
+/// `openid`.
+pub async fn issue_user_tokens(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    user: UserGrant<'_>,
+    params: &Params,
+) -> OAuthResult<TokenResponse> {
+    let resource = pick_resource(params, &user.grant.resources)?;
+    let granted = ScopeSet::parse(&user.grant.scope).unwrap_or_default();
+    let scope = scope_for_resource(tenant, &granted, &resource);
+    let access = mint_access_token(
+        app,
+        tenant,
+        AccessTokenSpec {
+            client,
+            subject: user.subject,
+            scope: &scope,
+            resource: &resource,
+            grant_id: Some(user.grant_id),
+            auth_time: Some(user.grant.auth_time),
+            act: None,
+            format: None,
+        },
+    )
+    .await?;
+    let refresh_token = if client.meta.allows_grant(GRANT_REFRESH_TOKEN) {
+        Some(refresh_token::issue_refresh_token(app, tenant, client, user.grant_id).await?)
+    } else {
+        None
+    };
+    let id_token = if scope.contains("openid") {
+        Some(mint_id_token(
+            app,
+            tenant,
+            IdTokenSpec {
+                client_id: &client.client_id,
+                subject: user.subject,
+                grant: user.grant,
+                scope: &scope,
+                nonce: user.nonce,
+                access_token: &access.token,
+            },
+        )?)
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+        scope: scope.to_string(),
+        refresh_token,
+        id_token,
+        issued_token_type: None,
+    })
 }

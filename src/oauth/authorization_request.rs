@@ -28,6 +28,17 @@ pub struct AuthorizationRequest {
     pub prompt: Prompt,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// Set when this is the user half of an RFC 8628 device authorization:
+    /// it ends on a page, not with a redirect.
+    #[serde(default)]
+    pub device: Option<DeviceLink>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceLink {
+    pub device_code_hash: String,
+    /// As shown on the device, so the user can compare.
+    pub user_code: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -359,5 +370,6 @@ pub fn validate(
         prompt: draft.prompt,
         max_age: draft.max_age,
         login_hint: params.get("login_hint").map(str::to_string),
+        device: None,
     })
 }

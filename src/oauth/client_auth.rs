@@ -17,6 +17,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
+use super::client_metadata_document::{DocumentCache, LookupError};
 use super::errors::{OAuthError, OAuthResult};
 use super::params::Params;
 use crate::store::{ClientRecord, DynStore, StoreError};
@@ -54,6 +55,8 @@ impl Client {
 #[derive(Clone)]
 pub struct ClientCache {
     clients: Cache<(String, String), Arc<Client>>,
+    /// Clients whose client_id is a metadata document URL; never stored.
+    documents: DocumentCache,
     verified: Cache<[u8; 32], ()>,
     mac_key: Arc<[u8; 32]>,
     /// argon2 is memory- and CPU-hard: bound how many run at once so a burst
@@ -74,6 +77,7 @@ impl ClientCache {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
+            documents: DocumentCache::new(),
             verified: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(600))
@@ -102,6 +106,20 @@ impl ClientCache {
                 Ok(Some(client))
             }
             None => Ok(None),
+        }
+    }
+
+    /// Like `find`, and a URL client_id the store does not know is looked
+    /// up as a Client ID Metadata Document (from memory, or fetched).
+    pub async fn find_or_fetch(
+        &self,
+        store: &DynStore,
+        tenant: &Tenant,
+        client_id: &str,
+    ) -> Result<Option<Arc<Client>>, LookupError> {
+        match self.find(store, &tenant.id, client_id).await? {
+            Some(client) => Ok(Some(client)),
+            None => Ok(self.documents.find(tenant, client_id).await?),
         }
     }
 
@@ -287,7 +305,7 @@ pub async fn authenticate(
     };
     let client = app
         .clients
-        .find(&app.store, &tenant.id, &claimed_id)
+        .find_or_fetch(&app.store, tenant, &claimed_id)
         .await?
         .ok_or_else(|| {
             OAuthError::invalid_client("client authentication failed: unknown client")

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     NotFound,
     RequestNotSupported,
     RequestUriNotSupported,
+    AuthorizationPending,
+    SlowDown,
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -56,6 +59,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod authorization_request;
 pub mod client_auth;
+pub mod client_metadata_document;
 pub mod errors;
 pub mod params;
 pub mod pkce;

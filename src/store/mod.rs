@@ -194,6 +194,25 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// An RFC 8628 device authorization.
+#[derive(Clone, Debug)]
+pub struct DeviceRecord {
+    pub device_code_hash: String,
+    pub user_code_hash: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    /// JSON: the validated request (scope, resources).
+    pub data: String,
+    /// "pending", "approved", "denied" or "consumed".
+    pub status: String,
+    pub subject: Option<String>,
+    pub grant_id: Option<String>,
+    pub interval_secs: i64,
+    pub last_polled_at: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
@@ -392,6 +411,35 @@ pub trait Store: Send + Sync + 'static {
         created_before: i64,
         now: i64,
     ) -> StoreResult<u64>;
+
+    // Device authorizations (RFC 8628)
+    async fn put_device(&self, d: &DeviceRecord) -> StoreResult<()>;
+    async fn find_pending_device_by_user_code(
+        &self,
+        tenant_id: &str,
+        user_code_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceRecord>>;
+    /// Approves or denies a pending, unexpired device authorization; false if it was not pending.
+    async fn decide_device(
+        &self,
+        tenant_id: &str,
+        device_code_hash: &str,
+        status: &str,
+        subject: &str,
+        grant_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Records a poll and returns the authorization as it was before it.
+    async fn poll_device(
+        &self,
+        tenant_id: &str,
+        device_code_hash: &str,
+        now: i64,
+        slow_down: bool,
+    ) -> StoreResult<Option<DeviceRecord>>;
+    /// Marks an approved authorization as redeemed; false if it was not approved.
+    async fn consume_device(&self, tenant_id: &str, device_code_hash: &str) -> StoreResult<bool>;
 }
 
 /// A self-registered client's registration (RFC 7591 / RFC 7592).

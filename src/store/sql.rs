@@ -83,6 +83,7 @@ const GRANT_COLUMNS: &str =
     "id, tenant_id, client_id, subject, data, created_at, expires_at, revoked_at";
 const REFRESH_COLUMNS: &str =
     "token_hash, tenant_id, client_id, grant_id, data, created_at, expires_at";
+const DEVICE_COLUMNS: &str = "device_code_hash, user_code_hash, tenant_id, client_id, data, status, subject, grant_id, interval_secs, last_polled_at, created_at, expires_at";
 const ACCESS_COLUMNS: &str = "jti, tenant_id, client_id, grant_id, token_hash, claims, expires_at";
 
 macro_rules! sql_store {
@@ -148,6 +149,23 @@ macro_rules! sql_store {
                     grant_id: get!(row, "grant_id"),
                     token_hash: get!(row, "token_hash"),
                     claims: get!(row, "claims"),
+                    expires_at: get!(row, "expires_at"),
+                })
+            }
+
+            fn device_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<DeviceRecord> {
+                Ok(DeviceRecord {
+                    device_code_hash: get!(row, "device_code_hash"),
+                    user_code_hash: get!(row, "user_code_hash"),
+                    tenant_id: get!(row, "tenant_id"),
+                    client_id: get!(row, "client_id"),
+                    data: get!(row, "data"),
+                    status: get!(row, "status"),
+                    subject: get!(row, "subject"),
+                    grant_id: get!(row, "grant_id"),
+                    interval_secs: get!(row, "interval_secs"),
+                    last_polled_at: get!(row, "last_polled_at"),
+                    created_at: get!(row, "created_at"),
                     expires_at: get!(row, "expires_at"),
                 })
             }
@@ -913,13 +931,14 @@ macro_rules! sql_store {
                 // Spent codes are kept a day past expiry so a late replay is still
                 // recognised and still revokes its grant.
                 const REPLAY_MEMORY: i64 = 86_400;
-                let statements: [(&str, i64); 8] = [
+                let statements: [(&str, i64); 9] = [
                     ("DELETE FROM pending_authorizations WHERE expires_at <= $1", now),
                     ("DELETE FROM sessions WHERE expires_at <= $1", now),
                     ("DELETE FROM auth_codes WHERE expires_at <= $1", now - REPLAY_MEMORY),
                     ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
                     ("DELETE FROM access_tokens WHERE expires_at <= $1", now),
                     ("DELETE FROM used_jtis WHERE expires_at <= $1", now),
+                    ("DELETE FROM device_authorizations WHERE expires_at <= $1", now),
                     ("DELETE FROM grants WHERE expires_at <= $1", now - REPLAY_MEMORY),
                     ("DELETE FROM signing_keys WHERE state = 'retired' AND publish_until <= $1", now),
                 ];
@@ -1110,6 +1129,95 @@ macro_rules! sql_store {
                     .await?
                     .rows_affected();
                 Ok(removed)
+            }
+
+            async fn put_device(&self, d: &DeviceRecord) -> StoreResult<()> {
+                sqlx::query(&format!("INSERT INTO device_authorizations ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+                    .bind(&d.device_code_hash)
+                    .bind(&d.user_code_hash)
+                    .bind(&d.tenant_id)
+                    .bind(&d.client_id)
+                    .bind(&d.data)
+                    .bind(&d.status)
+                    .bind(&d.subject)
+                    .bind(&d.grant_id)
+                    .bind(d.interval_secs)
+                    .bind(d.last_polled_at)
+                    .bind(d.created_at)
+                    .bind(d.expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn find_pending_device_by_user_code(&self, tenant_id: &str, user_code_hash: &str, now: i64) -> StoreResult<Option<DeviceRecord>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM device_authorizations \
+                     WHERE tenant_id = $1 AND user_code_hash = $2 AND status = 'pending' AND expires_at > $3"
+                ))
+                .bind(tenant_id)
+                .bind(user_code_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::device_from_row).transpose()
+            }
+
+            async fn decide_device(&self, tenant_id: &str, device_code_hash: &str, status: &str, subject: &str, grant_id: Option<&str>, now: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE device_authorizations SET status = $3, subject = $4, grant_id = $5 \
+                     WHERE tenant_id = $1 AND device_code_hash = $2 AND status = 'pending' AND expires_at > $6",
+                )
+                .bind(tenant_id)
+                .bind(device_code_hash)
+                .bind(status)
+                .bind(subject)
+                .bind(grant_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn poll_device(&self, tenant_id: &str, device_code_hash: &str, now: i64, slow_down: bool) -> StoreResult<Option<DeviceRecord>> {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM device_authorizations WHERE tenant_id = $1 AND device_code_hash = $2"
+                ))
+                .bind(tenant_id)
+                .bind(device_code_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let before = Self::device_from_row(&row)?;
+                // RFC 8628 §3.5: a client polling too fast gets slow_down, and
+                // its interval grows by 5 seconds for good.
+                let too_fast = before.last_polled_at.is_some_and(|last| now - last < before.interval_secs);
+                let interval = if too_fast && slow_down { before.interval_secs + 5 } else { before.interval_secs };
+                sqlx::query(
+                    "UPDATE device_authorizations SET last_polled_at = $3, interval_secs = $4 \
+                     WHERE tenant_id = $1 AND device_code_hash = $2",
+                )
+                .bind(tenant_id)
+                .bind(device_code_hash)
+                .bind(now)
+                .bind(interval)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(before))
+            }
+
+            async fn consume_device(&self, tenant_id: &str, device_code_hash: &str) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE device_authorizations SET status = 'consumed' \
+                     WHERE tenant_id = $1 AND device_code_hash = $2 AND status = 'approved'",
+                )
+                .bind(tenant_id)
+                .bind(device_code_hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

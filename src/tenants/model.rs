@@ -97,6 +97,35 @@ pub struct TenantSettings {
     /// Token exchange (RFC 8693) policy: nothing is allowed unless a rule says so.
     #[serde(default)]
     pub token_exchange: Vec<ExchangeRule>,
+    /// Client ID Metadata Documents: `https` URL client ids fetched on use.
+    #[serde(default)]
+    pub client_id_metadata: CimdPolicy,
+}
+
+/// Client ID Metadata Document settings of a tenant
+/// (`[tenants.client_id_metadata]`). The address switches exist for tests
+/// and closed networks: by default only public addresses are fetched.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CimdPolicy {
+    /// Accept URL client ids and fetch their metadata documents.
+    pub enabled: bool,
+    /// Fetch from loopback addresses, and over plain `http` from a loopback
+    /// host (for tests and local development only).
+    pub allow_loopback: bool,
+    /// Fetch from private-use addresses (10/8, 172.16/12, 192.168/16,
+    /// 100.64/10, fc00::/7).
+    pub allow_private_networks: bool,
+}
+
+impl Default for CimdPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_loopback: false,
+            allow_private_networks: false,
+        }
+    }
 }
 
 /// One token-exchange permission: these clients may exchange these subject
@@ -241,11 +270,13 @@ pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const SUPPORTED_GRANTS: [&str; 4] = [
+pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const SUPPORTED_GRANTS: [&str; 5] = [
     GRANT_AUTHORIZATION_CODE,
     GRANT_REFRESH_TOKEN,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_TOKEN_EXCHANGE,
+    GRANT_DEVICE_CODE,
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

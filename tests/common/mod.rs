@@ -251,7 +251,10 @@ impl Server {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        std::fs::write(&self.clock_file, (now + seconds).to_string()).expect("write clock");
+        // Write-then-rename: the server must never read a half-written file.
+        let tmp = self.clock_file.with_extension("tmp");
+        std::fs::write(&tmp, (now + seconds).to_string()).expect("write clock");
+        std::fs::rename(&tmp, &self.clock_file).expect("move clock");
     }
 
     /// Runs a CLI command against this server's database and data dir.
@@ -409,12 +412,26 @@ impl Browser {
         password: &str,
         consent: bool,
     ) -> Outcome {
-        let mut res = self
+        let res = self
             .http
             .get(authorize_url)
             .send()
             .await
             .expect("authorize");
+        self.follow(server, res, user, password, consent).await
+    }
+
+    /// Continues a browser flow from any response: follows redirects within
+    /// the server, fills in login and consent pages, and stops at a redirect
+    /// to the client or at any other page.
+    pub async fn follow(
+        &self,
+        server: &Server,
+        mut res: reqwest::Response,
+        user: &str,
+        password: &str,
+        consent: bool,
+    ) -> Outcome {
         for _ in 0..6 {
             let status = res.status().as_u16();
             if (300..400).contains(&status) {
