@@ -23,7 +23,11 @@ grant_types = ["{GRANT}", "refresh_token"]
 async fn start_device(server: &Server, client_id: &str) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(server.url("/device_authorization"))
-        .form(&[("client_id", client_id), ("resource", MCP), ("scope", "mcp:read")])
+        .form(&[
+            ("client_id", client_id),
+            ("resource", MCP),
+            ("scope", "mcp:read"),
+        ])
         .send()
         .await
         .unwrap();
@@ -32,12 +36,29 @@ async fn start_device(server: &Server, client_id: &str) -> (u16, Value) {
 }
 
 async fn poll(server: &Server, client_id: &str, device_code: &str) -> (u16, Value) {
-    token_request(server, &[("grant_type", GRANT), ("device_code", device_code), ("client_id", client_id)], None).await
+    token_request(
+        server,
+        &[
+            ("grant_type", GRANT),
+            ("device_code", device_code),
+            ("client_id", client_id),
+        ],
+        None,
+    )
+    .await
 }
 
 /// The user's side: open the verification page, type the code, sign in, answer consent.
 async fn user_enters(server: &Server, browser: &Browser, user_code: &str, allow: bool) -> Outcome {
-    let page = browser.http.get(server.url("/device")).send().await.unwrap().text().await.unwrap();
+    let page = browser
+        .http
+        .get(server.url("/device"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let csrf = hidden_field(&page, "csrf").expect("csrf on device page");
     let res = browser
         .http
@@ -61,7 +82,10 @@ async fn device_flow_issues_tokens_after_approval(db: Db) {
     let user_code = start["user_code"].as_str().unwrap();
     assert_eq!(start["interval"], 5);
     assert_eq!(start["verification_uri"], server.url("/device"));
-    assert!(start["verification_uri_complete"].as_str().unwrap().contains(user_code));
+    assert!(start["verification_uri_complete"]
+        .as_str()
+        .unwrap()
+        .contains(user_code));
 
     let (status, pending) = poll(&server, TV, device_code).await;
     assert_eq!((status, error_of(&pending)), (400, "authorization_pending"));
@@ -84,7 +108,11 @@ async fn device_flow_issues_tokens_after_approval(db: Db) {
 
     server.advance_clock(5);
     let (status, again) = poll(&server, TV, device_code).await;
-    assert_eq!((status, error_of(&again)), (400, "invalid_grant"), "the approval is redeemed once");
+    assert_eq!(
+        (status, error_of(&again)),
+        (400, "invalid_grant"),
+        "the approval is redeemed once"
+    );
 }
 
 async fn consent_page_shows_the_device_code(db: Db) {
@@ -94,12 +122,32 @@ async fn consent_page_shows_the_device_code(db: Db) {
     let browser = Browser::new();
     // Sign in first so the next step lands straight on the consent page.
     login_public(&server, &browser, "mcp:read").await;
-    let page = browser.http.get(server.url("/device")).send().await.unwrap().text().await.unwrap();
+    let page = browser
+        .http
+        .get(server.url("/device"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let csrf = hidden_field(&page, "csrf").unwrap();
-    let res = browser.http.post(server.url("/device")).form(&[("csrf", csrf.as_str()), ("user_code", user_code)]).send().await.unwrap();
+    let res = browser
+        .http
+        .post(server.url("/device"))
+        .form(&[("csrf", csrf.as_str()), ("user_code", user_code)])
+        .send()
+        .await
+        .unwrap();
     let body = res.text().await.unwrap();
-    assert!(body.contains("name=\"decision\""), "consent is always asked for a device: {body}");
-    assert!(body.contains(user_code), "the page shows the code to compare");
+    assert!(
+        body.contains("name=\"decision\""),
+        "consent is always asked for a device: {body}"
+    );
+    assert!(
+        body.contains(user_code),
+        "the page shows the code to compare"
+    );
     assert!(body.contains("Living-room TV"));
 }
 
@@ -129,7 +177,14 @@ async fn expired_device_code_gets_expired_token(db: Db) {
     let (status, json) = poll(&server, TV, device_code).await;
     assert_eq!((status, error_of(&json)), (400, "expired_token"));
     // And the user can no longer enter the code.
-    match user_enters(&server, &Browser::new(), start["user_code"].as_str().unwrap(), true).await {
+    match user_enters(
+        &server,
+        &Browser::new(),
+        start["user_code"].as_str().unwrap(),
+        true,
+    )
+    .await
+    {
         Outcome::Page(400, body) => assert!(body.contains("not valid or has expired")),
         other => panic!("expected the code to be refused, got {other:?}"),
     }
@@ -139,7 +194,14 @@ async fn denied_device_gets_access_denied(db: Db) {
     let server = Server::start_with(db, &config()).await;
     let (_, start) = start_device(&server, TV).await;
     let device_code = start["device_code"].as_str().unwrap();
-    match user_enters(&server, &Browser::new(), start["user_code"].as_str().unwrap(), false).await {
+    match user_enters(
+        &server,
+        &Browser::new(),
+        start["user_code"].as_str().unwrap(),
+        false,
+    )
+    .await
+    {
         Outcome::Page(200, body) => assert!(body.contains("device-denied"), "{body}"),
         other => panic!("expected the denial page, got {other:?}"),
     }
@@ -160,9 +222,17 @@ async fn wrong_user_code_is_refused(db: Db) {
 async fn device_code_of_another_client_is_refused(db: Db) {
     let server = Server::start_with(db, &config()).await;
     let (_, start) = start_device(&server, TV).await;
-    let (status, json) = poll(&server, PUBLIC_CLIENT, start["device_code"].as_str().unwrap()).await;
+    let (status, json) = poll(
+        &server,
+        PUBLIC_CLIENT,
+        start["device_code"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(["invalid_grant", "unauthorized_client"].contains(&error_of(&json)), "{json}");
+    assert!(
+        ["invalid_grant", "unauthorized_client"].contains(&error_of(&json)),
+        "{json}"
+    );
 }
 
 async fn client_without_device_grant_is_unauthorized(db: Db) {
@@ -175,23 +245,47 @@ async fn device_form_needs_its_csrf_token(db: Db) {
     let server = Server::start_with(db, &config()).await;
     let (_, start) = start_device(&server, TV).await;
     let browser = Browser::new();
-    browser.http.get(server.url("/device")).send().await.unwrap();
+    browser
+        .http
+        .get(server.url("/device"))
+        .send()
+        .await
+        .unwrap();
     let res = browser
         .http
         .post(server.url("/device"))
-        .form(&[("csrf", "forged"), ("user_code", start["user_code"].as_str().unwrap())])
+        .form(&[
+            ("csrf", "forged"),
+            ("user_code", start["user_code"].as_str().unwrap()),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-    assert!(res.text().await.unwrap().contains("not submitted from this page"));
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("not submitted from this page"));
 }
 
 async fn discovery_advertises_the_device_endpoint(db: Db) {
     let server = Server::start_with(db, &config()).await;
-    let meta: Value = reqwest::get(server.url("/.well-known/oauth-authorization-server")).await.unwrap().json().await.unwrap();
-    assert_eq!(meta["device_authorization_endpoint"], server.url("/device_authorization"));
-    assert!(meta["grant_types_supported"].as_array().unwrap().iter().any(|g| g == GRANT));
+    let meta: Value = reqwest::get(server.url("/.well-known/oauth-authorization-server"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["device_authorization_endpoint"],
+        server.url("/device_authorization")
+    );
+    assert!(meta["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g == GRANT));
 }
 
 on_both_databases!(
