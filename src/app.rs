@@ -97,6 +97,10 @@ fn tenant_routes() -> Router<AppState> {
             get(endpoints::userinfo::userinfo).post(endpoints::userinfo::userinfo),
         )
         .route("/jwks.json", get(endpoints::jwks::jwks))
+        .route(
+            "/resource-metadata",
+            get(endpoints::resource_metadata::resource_metadata),
+        )
         .route("/register", post(endpoints::register::register))
         .route(
             "/register/{client_id}",

@@ -1207,3 +1207,52 @@ on_both_databases!(
     tokens_are_not_accepted_across_tenants,
     tenant_client_cannot_authenticate_at_another_tenant,
 );
+
+mod hosted_resource_metadata {
+    use super::common::*;
+
+    async fn gatehouse_hosts_metadata_for_a_registered_resource(db: Db) {
+        let server = Server::start(db).await;
+        let url = format!(
+            "{}?resource={}",
+            server.url("/resource-metadata"),
+            "HTTP://127.0.0.1:8765/mcp"
+        );
+        let res = reqwest::get(&url).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let doc: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(doc["resource"], MCP, "canonical resource URI");
+        assert_eq!(
+            doc["authorization_servers"],
+            serde_json::json!([server.base])
+        );
+        assert_eq!(
+            doc["scopes_supported"],
+            serde_json::json!(["mcp:read", "mcp:write"])
+        );
+        assert_eq!(
+            doc["bearer_methods_supported"],
+            serde_json::json!(["header"])
+        );
+    }
+
+    async fn unknown_resource_metadata_is_404(db: Db) {
+        let server = Server::start(db).await;
+        let res = reqwest::get(format!(
+            "{}?resource=https://nope.example.com/mcp",
+            server.url("/resource-metadata")
+        ))
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 404);
+        let res = reqwest::get(server.url("/resource-metadata"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+    }
+
+    crate::on_both_databases!(
+        gatehouse_hosts_metadata_for_a_registered_resource,
+        unknown_resource_metadata_is_404
+    );
+}

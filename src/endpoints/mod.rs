@@ -10,6 +10,7 @@ pub mod introspect;
 pub mod jwks;
 pub mod login;
 pub mod register;
+pub mod resource_metadata;
 pub mod revoke;
 pub mod token;
 pub mod userinfo;
