@@ -87,6 +87,7 @@ fn grant(id: &str) -> GrantRecord {
         created_at: 0,
         expires_at: 10_000,
         revoked_at: None,
+        parent_id: None,
     }
 }
 
@@ -348,7 +349,56 @@ async fn audit_batches_are_written_and_listed(db: Db) {
     assert_eq!(listed[0].at, 699, "newest first");
 }
 
+async fn revoking_a_grant_revokes_derived_grants(db: Db) {
+    let f = fixture(db).await;
+    f.store.create_grant(&grant("user")).await.unwrap();
+    let child = GrantRecord {
+        parent_id: Some("user".into()),
+        ..grant("child")
+    };
+    let grandchild = GrantRecord {
+        parent_id: Some("child".into()),
+        ..grant("grandchild")
+    };
+    f.store.create_grant(&child).await.unwrap();
+    f.store.create_grant(&grandchild).await.unwrap();
+    f.store.create_grant(&grant("unrelated")).await.unwrap();
+    f.store
+        .put_refresh(&refresh("r-grandchild", "grandchild"))
+        .await
+        .unwrap();
+    f.store.revoke_grant("user", 50).await.unwrap();
+    for id in ["user", "child", "grandchild"] {
+        assert!(
+            f.store
+                .get_grant(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some(),
+            "{id} revoked"
+        );
+    }
+    assert!(f
+        .store
+        .get_grant("unrelated")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    let (_, rotated) = f
+        .store
+        .get_refresh("t", "r-grandchild")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rotated.is_some(), "the derived refresh token is dead");
+}
+
 on_both_databases!(
+    revoking_a_grant_revokes_derived_grants,
     audit_batches_are_written_and_listed,
     concurrent_code_redemption_succeeds_once,
     code_replay_revokes_grant_and_its_tokens,

@@ -37,6 +37,16 @@ grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exc
 clients = ["{AGENT}"]
 subject_token_types = ["{AT}"]
 resources = ["{SECOND}"]
+
+[[tenants.clients]]
+client_id = "offline-agent"
+secret = "offline-agent-secret-0123"
+grant_types = ["refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"]
+
+[[tenants.token_exchange]]
+clients = ["offline-agent"]
+resources = ["{SECOND}"]
+allow_refresh_token = true
 "#
     ))
 }
@@ -456,7 +466,71 @@ async fn refresh_token_needs_policy_and_jwt_can_be_requested(db: Db) {
     );
 }
 
+async fn exchanged_refresh_token_dies_with_the_users_grant(db: Db) {
+    let server = Server::start_with(db, &config()).await;
+    let tokens = login_public(&server, &Browser::new(), "mcp:read").await;
+    let user = tokens["access_token"].as_str().unwrap();
+    let offline = ("offline-agent", "offline-agent-secret-0123");
+    let (status, json) = exchange(
+        &server,
+        offline,
+        &[
+            ("subject_token", user),
+            ("subject_token_type", AT),
+            ("resource", SECOND),
+            ("requested_token_type", RT),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["issued_token_type"], RT);
+    assert_eq!(json["token_type"], "N_A");
+    let derived_refresh = json["access_token"].as_str().unwrap().to_string();
+    // The agent can use it while the user's grant stands...
+    let (status, refreshed) = token_request(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &derived_refresh),
+        ],
+        Some(offline),
+    )
+    .await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(
+        jwt_claims(refreshed["access_token"].as_str().unwrap())["aud"],
+        SECOND
+    );
+    let next = refreshed["refresh_token"].as_str().unwrap().to_string();
+    // ...and not after the user revokes it.
+    reqwest::Client::new()
+        .post(server.url("/revoke"))
+        .form(&[
+            ("token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", PUBLIC_CLIENT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (status, json) = token_request(
+        &server,
+        &[("grant_type", "refresh_token"), ("refresh_token", &next)],
+        Some(offline),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{json}"
+    );
+    assert_eq!(
+        introspect(&server, refreshed["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+}
+
 on_both_databases!(
+    exchanged_refresh_token_dies_with_the_users_grant,
     delegated_token_names_the_agent_and_narrows,
     second_exchange_nests_the_act_chain,
     widened_scope_is_invalid_scope,

@@ -216,7 +216,7 @@ pub async fn show(
     )
 }
 
-/// Wrong codes per address: 10 a minute, so guessing a live code
+/// Code entries per address: 10 a minute, so guessing a live code
 /// (20^8 possibilities, 10 minutes to live) is hopeless.
 fn wrong_code_limiter() -> &'static DefaultKeyedRateLimiter<String> {
     static LIMITER: OnceLock<DefaultKeyedRateLimiter<String>> = OnceLock::new();
@@ -239,16 +239,18 @@ pub async fn enter(State(app): State<AppState>, tenant: TenantCtx, req: Request)
     let source = peer
         .map(|ConnectInfo(a)| a.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
+    // Every attempt counts, right or wrong, and is counted before the
+    // lookup: over the limit nothing is looked up at all.
+    if wrong_code_limiter().check_key(&source).is_err() {
+        return entry_page(
+            &tenant,
+            &browser,
+            "",
+            Some("Too many attempts. Wait a minute and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
     let wrong = |msg: &str| {
-        if wrong_code_limiter().check_key(&source).is_err() {
-            return entry_page(
-                &tenant,
-                &browser,
-                "",
-                Some("Too many wrong codes. Wait a minute and try again."),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-        }
         entry_page(
             &tenant,
             &browser,
@@ -361,6 +363,7 @@ pub async fn approve(
         created_at: now,
         expires_at: now + refresh_ttl,
         revoked_at: None,
+        parent_id: None,
     };
     if let Err(e) = app.store.create_grant(&record).await {
         return pages::error_page(&e.into());

@@ -522,6 +522,7 @@ async fn issue_code(
         created_at: now,
         expires_at: now + refresh_ttl.max(tenant.policy().code_ttl),
         revoked_at: None,
+        parent_id: None,
     };
     let code = Handle::generate();
     let data = CodeData {

@@ -14,6 +14,7 @@ use crate::oauth::resource;
 use crate::tenants::{Tenant, TenantCtx};
 use crate::tokens::inspect::{inspect_access_token, Inspected};
 use crate::tokens::secret::{ct_eq, Handle};
+use crate::tokens::AccessClaims;
 use crate::AppState;
 
 pub async fn introspect(
@@ -47,6 +48,30 @@ fn may_see(caller: &Client, aud: &str) -> bool {
     }
 }
 
+/// RFC 7662 §2.2 answer for an active access token, or inactive when the
+/// caller may not learn about tokens for its audience.
+fn access_token_answer(caller: &Client, c: &AccessClaims) -> serde_json::Value {
+    if !may_see(caller, &c.aud) {
+        return json!({ "active": false });
+    }
+    let mut answer = json!({
+        "active": true,
+        "iss": c.iss,
+        "sub": c.sub,
+        "aud": c.aud,
+        "client_id": c.client_id,
+        "scope": c.scope,
+        "exp": c.exp,
+        "iat": c.iat,
+        "jti": c.jti,
+        "token_type": "Bearer",
+    });
+    if let (Some(act), Some(obj)) = (&c.act, answer.as_object_mut()) {
+        obj.insert("act".into(), act.clone());
+    }
+    answer
+}
+
 async fn run(
     app: &AppState,
     tenant: &Tenant,
@@ -73,22 +98,7 @@ async fn run(
     let hint = params.get("token_type_hint");
     if hint != Some("refresh_token") {
         if let Inspected::Active(c) = inspect_access_token(app, tenant, token).await? {
-            if !may_see(&caller, &c.aud) {
-                return Ok(json!({ "active": false }));
-            }
-            return Ok(json!({
-                "active": true,
-                "iss": c.iss,
-                "sub": c.sub,
-                "aud": c.aud,
-                "client_id": c.client_id,
-                "scope": c.scope,
-                "exp": c.exp,
-                "iat": c.iat,
-                "jti": c.jti,
-                "token_type": "Bearer",
-                "act": c.act,
-            }));
+            return Ok(access_token_answer(&caller, &c));
         }
     }
     // Refresh tokens are shown only to the client that holds them.
@@ -120,14 +130,7 @@ async fn run(
     }
     if hint == Some("refresh_token") {
         if let Inspected::Active(c) = inspect_access_token(app, tenant, token).await? {
-            if !may_see(&caller, &c.aud) {
-                return Ok(json!({ "active": false }));
-            }
-            return Ok(json!({
-                "active": true, "iss": c.iss, "sub": c.sub, "aud": c.aud, "client_id": c.client_id,
-                "scope": c.scope, "exp": c.exp, "iat": c.iat, "jti": c.jti, "token_type": "Bearer",
-                "act": c.act,
-            }));
+            return Ok(access_token_answer(&caller, &c));
         }
     }
     Ok(json!({ "active": false }))

@@ -136,7 +136,12 @@ fn check_policy<'t>(
         .settings
         .token_exchange
         .iter()
-        .filter(|r| r.clients.iter().any(|c| c == "*" || c == &client.client_id))
+        // "*" means any admin-registered client; a self-registered one must be named.
+        .filter(|r| {
+            r.clients
+                .iter()
+                .any(|c| (c == "*" && !client.meta.dynamic) || c == &client.client_id)
+        })
         .collect();
     if for_client.is_empty() {
         return Err(OAuthError::invalid_request(
@@ -278,7 +283,26 @@ pub async fn grant(
         .await?;
 
     if ex.requested_type == TYPE_REFRESH_TOKEN {
-        return issue_refresh(app, tenant, client, &subject, &scope, &ex.target).await;
+        let response = issue_refresh(
+            app,
+            tenant,
+            client,
+            &subject,
+            &scope,
+            &ex.target,
+            grant_id.as_deref(),
+        )
+        .await?;
+        app.audit.record(
+            tenant,
+            "token_exchange",
+            "success",
+            Some(&client.client_id),
+            Some(&subject.sub),
+            None,
+            json!({"target": ex.target, "scope": scope.to_string(), "issued": "refresh_token"}),
+        );
+        return Ok(response);
     }
     let access = mint_access_token(
         app,
@@ -329,8 +353,15 @@ async fn issue_refresh(
     subject: &AccessClaims,
     scope: &ScopeSet,
     target: &str,
+    parent_grant: Option<&str>,
 ) -> OAuthResult<TokenResponse> {
     let now = app.now();
+    // The derived grant is a child of the user's: it is revoked with it and
+    // never outlives it.
+    let parent_expires = match parent_grant {
+        Some(id) => app.store.get_grant(id).await?.map(|g| g.expires_at),
+        None => None,
+    };
     let ttl = client
         .meta
         .refresh_token_ttl
@@ -349,15 +380,16 @@ async fn issue_refresh(
         subject: subject.sub.clone(),
         data: serde_json::to_string(&data).map_err(|e| OAuthError::server_error(e.to_string()))?,
         created_at: now,
-        expires_at: now + ttl,
+        expires_at: parent_expires.map_or(now + ttl, |p| p.min(now + ttl)),
         revoked_at: None,
+        parent_id: parent_grant.map(str::to_string),
     };
     app.store.create_grant(&grant).await?;
     let refresh = super::refresh_token::issue_refresh_token(app, tenant, client, &grant.id).await?;
     Ok(TokenResponse {
         access_token: refresh,
         token_type: "N_A",
-        expires_in: ttl,
+        expires_in: grant.expires_at - now,
         scope: scope.to_string(),
         refresh_token: None,
         id_token: None,

@@ -16,7 +16,7 @@ use super::redirect_uri;
 use super::scope::ScopeSet;
 use crate::tenants::{
     AuthMethod, ClientMetadata, TokenFormat, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS,
-    GRANT_REFRESH_TOKEN, OIDC_SCOPES, SUPPORTED_GRANTS,
+    GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
 };
 
 /// Most redirect URIs one client may register.
@@ -308,8 +308,10 @@ fn has(list: &[String], value: &str) -> bool {
 // ---------------------------------------------------------------------------
 
 /// `grant_types`: default `["authorization_code"]` (RFC 7591 §2); only the
-/// grants this server implements; `refresh_token` only with
-/// `authorization_code`, the only grant that issues one.
+/// grants a self-registered client may use (token exchange needs an admin
+/// to name the client in the tenant's exchange policy, so it is not
+/// self-service); `refresh_token` only with a grant that issues one
+/// (authorization code or device code).
 pub fn check_grant_types(
     doc: &Map<String, Value>,
     _: &Policy<'_>,
@@ -323,16 +325,24 @@ pub fn check_grant_types(
         ));
     }
     for g in &grants {
-        if !SUPPORTED_GRANTS.contains(&g.as_str()) {
+        if !SUPPORTED_GRANTS.contains(&g.as_str()) || g == GRANT_TOKEN_EXCHANGE {
             return Err(MetadataError::metadata(format!(
-                "grant_types: '{g}' is not supported (supported: {})",
-                SUPPORTED_GRANTS.join(", ")
+                "grant_types: '{g}' is not available to self-registered clients (available: {})",
+                SUPPORTED_GRANTS
+                    .iter()
+                    .filter(|g| **g != GRANT_TOKEN_EXCHANGE)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
-    if has(&grants, GRANT_REFRESH_TOKEN) && !has(&grants, GRANT_AUTHORIZATION_CODE) {
+    if has(&grants, GRANT_REFRESH_TOKEN)
+        && !has(&grants, GRANT_AUTHORIZATION_CODE)
+        && !has(&grants, GRANT_DEVICE_CODE)
+    {
         return Err(MetadataError::metadata(
-            "grant_types: refresh_token needs authorization_code (only that grant issues refresh tokens)",
+            "grant_types: refresh_token needs authorization_code or the device grant (only they issue refresh tokens)",
         ));
     }
     d.grant_types = grants;

@@ -105,6 +105,8 @@ pub struct GrantRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// The grant this one was derived from (token exchange), if any.
+    pub parent_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -80,7 +80,7 @@ const KEY_COLUMNS: &str =
 const CLIENT_COLUMNS: &str =
     "tenant_id, client_id, secret_hash, metadata, source, created_at, updated_at";
 const GRANT_COLUMNS: &str =
-    "id, tenant_id, client_id, subject, data, created_at, expires_at, revoked_at";
+    "id, tenant_id, client_id, subject, data, created_at, expires_at, revoked_at, parent_id";
 const REFRESH_COLUMNS: &str =
     "token_hash, tenant_id, client_id, grant_id, data, created_at, expires_at";
 const DEVICE_COLUMNS: &str = "device_code_hash, user_code_hash, tenant_id, client_id, data, status, subject, grant_id, interval_secs, last_polled_at, created_at, expires_at";
@@ -126,6 +126,7 @@ macro_rules! sql_store {
                     created_at: get!(row, "created_at"),
                     expires_at: get!(row, "expires_at"),
                     revoked_at: get!(row, "revoked_at"),
+                    parent_id: get!(row, "parent_id"),
                 })
             }
 
@@ -179,26 +180,33 @@ macro_rules! sql_store {
                 })
             }
 
+            /// Revokes a grant, every token minted from it, and every grant
+            /// derived from it (token exchange), transitively.
             async fn revoke_grant_in(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: &str,
                 now: i64,
             ) -> StoreResult<()> {
-                sqlx::query("UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("UPDATE access_tokens SET revoked_at = $2 WHERE grant_id = $1 AND revoked_at IS NULL")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("UPDATE refresh_tokens SET rotated_at = $2 WHERE grant_id = $1 AND rotated_at IS NULL")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                let mut pending = vec![id.to_string()];
+                // Bounded: a derivation chain is short; a cycle cannot form
+                // (children are created after their parent).
+                for _ in 0..1000 {
+                    let Some(id) = pending.pop() else { break };
+                    for sql in [
+                        "UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                        "UPDATE access_tokens SET revoked_at = $2 WHERE grant_id = $1 AND revoked_at IS NULL",
+                        "UPDATE refresh_tokens SET rotated_at = $2 WHERE grant_id = $1 AND rotated_at IS NULL",
+                    ] {
+                        sqlx::query(sql).bind(&id).bind(now).execute(&mut *conn).await?;
+                    }
+                    let children = sqlx::query("SELECT id FROM grants WHERE parent_id = $1 AND revoked_at IS NULL")
+                        .bind(&id)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    for row in children {
+                        pending.push(get!(row, "id"));
+                    }
+                }
                 Ok(())
             }
         }
@@ -580,7 +588,7 @@ macro_rules! sql_store {
             async fn create_grant_with_code(&self, g: &GrantRecord, code: &CodeRecord) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(&format!(
-                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ))
                 .bind(&g.id)
                 .bind(&g.tenant_id)
@@ -590,6 +598,7 @@ macro_rules! sql_store {
                 .bind(g.created_at)
                 .bind(g.expires_at)
                 .bind(g.revoked_at)
+                .bind(&g.parent_id)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
@@ -610,7 +619,7 @@ macro_rules! sql_store {
 
             async fn create_grant(&self, g: &GrantRecord) -> StoreResult<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ))
                 .bind(&g.id)
                 .bind(&g.tenant_id)
@@ -620,6 +629,7 @@ macro_rules! sql_store {
                 .bind(g.created_at)
                 .bind(g.expires_at)
                 .bind(g.revoked_at)
+                .bind(&g.parent_id)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
