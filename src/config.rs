@@ -10,7 +10,7 @@ use crate::oauth::{redirect_uri, resource, scope::ScopeSet};
 use crate::tenants::{
     model::{
         AuthMethod, CimdPolicy, ClientMetadata, ConnectorSettings, ExchangeRule,
-        RegistrationPolicy, TenantSettings, TokenFormat, TokenPolicy,
+        RegistrationPolicy, TenantSettings, TokenFormat, TokenPolicy, TrustedIssuer,
     },
     validate_tenant_id, SUPPORTED_GRANTS,
 };
@@ -59,6 +59,8 @@ pub struct TenantConfig {
     pub registration: RegistrationPolicy,
     #[serde(default)]
     pub token_exchange: Vec<ExchangeRule>,
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuer>,
     #[serde(default)]
     pub client_id_metadata: CimdPolicy,
 }
@@ -193,6 +195,7 @@ impl TenantConfig {
             connectors: self.connectors.clone(),
             registration: self.registration.clone(),
             token_exchange: self.token_exchange.clone(),
+            trusted_issuers: self.trusted_issuers.clone(),
             client_id_metadata: self.client_id_metadata.clone(),
         }
     }
@@ -208,6 +211,9 @@ impl TenantConfig {
         self.registration
             .validate()
             .map_err(|e| format!("{at}.registration: {e}"))?;
+        for (j, t) in self.trusted_issuers.iter().enumerate() {
+            validate_trusted_issuer(t).map_err(|e| format!("{at}.trusted_issuers[{j}].{e}"))?;
+        }
         for (j, rule) in self.token_exchange.iter().enumerate() {
             validate_exchange_rule(rule).map_err(|e| format!("{at}.token_exchange[{j}].{e}"))?;
         }
@@ -235,18 +241,48 @@ impl TenantConfig {
     }
 }
 
+pub fn validate_trusted_issuer(t: &TrustedIssuer) -> Result<(), String> {
+    let url = url::Url::parse(&t.issuer).map_err(|e| format!("issuer: not a URL: {e}"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err("issuer: must be an http(s) URL".into());
+    }
+    match (&t.jwks_uri, &t.jwks) {
+        (Some(_), Some(_)) => return Err("jwks: give jwks_uri or jwks, not both".into()),
+        (None, None) => {
+            return Err("jwks_uri: the issuer's keys are needed (jwks_uri or jwks)".into())
+        }
+        (Some(uri), None) => {
+            url::Url::parse(uri).map_err(|e| format!("jwks_uri: not a URL: {e}"))?;
+        }
+        (None, Some(jwks)) => {
+            serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(jwks.clone())
+                .map_err(|e| format!("jwks: {e}"))?;
+        }
+    }
+    for (i, alg) in t.algorithms.iter().flatten().enumerate() {
+        if !["ES256", "ES384", "RS256", "PS256", "EdDSA"].contains(&alg.as_str()) {
+            return Err(format!(
+                "algorithms[{i}]: '{alg}' is not allowed (ES256, ES384, RS256, PS256, EdDSA)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_exchange_rule(rule: &ExchangeRule) -> Result<(), String> {
-    use crate::grants::token_exchange::{TYPE_ACCESS_TOKEN, TYPE_JWT};
+    use crate::grants::token_exchange::{TYPE_ACCESS_TOKEN, TYPE_ID_TOKEN, TYPE_JWT};
     if rule.clients.is_empty() {
         return Err("clients: name at least one client id (or \"*\")".into());
     }
-    if rule.resources.is_empty() {
-        return Err("resources: name at least one resource URI (or \"*\")".into());
+    if rule.resources.is_empty() && rule.audiences.is_empty() {
+        return Err(
+            "resources: name at least one resource URI (or \"*\"), or audiences for ID-JAG".into(),
+        );
     }
     for (i, t) in rule.subject_token_types.iter().enumerate() {
-        if t != TYPE_ACCESS_TOKEN && t != TYPE_JWT {
+        if t != TYPE_ACCESS_TOKEN && t != TYPE_JWT && t != TYPE_ID_TOKEN {
             return Err(format!(
-                "subject_token_types[{i}]: '{t}' is not supported (use {TYPE_ACCESS_TOKEN} or {TYPE_JWT})"
+                "subject_token_types[{i}]: '{t}' is not supported (use {TYPE_ACCESS_TOKEN}, {TYPE_JWT} or {TYPE_ID_TOKEN})"
             ));
         }
     }

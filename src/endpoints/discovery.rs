@@ -45,6 +45,7 @@ fn core_metadata(tenant: &Tenant) -> Value {
         "revocation_endpoint_auth_methods_supported": AuthMethod::ALL,
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "code_challenge_methods_supported": ["S256"],
+        "authorization_grant_profiles_supported": ["urn:ietf:params:oauth:grant-profile:id-jag"],
         "scopes_supported": tenant.all_scopes(),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],

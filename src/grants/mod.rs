@@ -3,6 +3,8 @@
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod device_code;
+pub mod id_jag;
+pub mod jwt_bearer;
 pub mod refresh_token;
 pub mod token_exchange;
 
@@ -15,7 +17,7 @@ use crate::oauth::resource;
 use crate::oauth::scope::ScopeSet;
 use crate::tenants::{
     Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
-    GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
+    GRANT_JWT_BEARER, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
 };
 use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
@@ -36,6 +38,7 @@ pub async fn dispatch(
         GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params).await,
         GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params).await,
         GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
+        GRANT_JWT_BEARER => jwt_bearer::grant(app, tenant, client, params).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials::grant(app, tenant, client, params).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant_type '{other}' is not supported"

@@ -27,6 +27,8 @@ pub use crate::tenants::GRANT_TOKEN_EXCHANGE;
 pub const TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TYPE_REFRESH_TOKEN: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+pub const TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const TYPE_ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 
 /// Subject and actor token types this server can verify itself.
 const VERIFIABLE_TYPES: [&str; 2] = [TYPE_ACCESS_TOKEN, TYPE_JWT];
@@ -252,6 +254,9 @@ pub async fn grant(
     client: &Client,
     params: &Params,
 ) -> OAuthResult<TokenResponse> {
+    if params.get("requested_token_type") == Some(TYPE_ID_JAG) {
+        return super::id_jag::issue(app, tenant, client, params).await;
+    }
     check_client_is_confidential(client)?;
     let subject_token = params
         .get("subject_token")

@@ -97,6 +97,9 @@ pub struct TenantSettings {
     /// Token exchange (RFC 8693) policy: nothing is allowed unless a rule says so.
     #[serde(default)]
     pub token_exchange: Vec<ExchangeRule>,
+    /// Issuers whose ID-JAGs this tenant accepts (MCP enterprise-managed authorization).
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuer>,
     /// Client ID Metadata Documents: `https` URL client ids fetched on use.
     #[serde(default)]
     pub client_id_metadata: CimdPolicy,
@@ -142,6 +145,32 @@ pub struct ExchangeRule {
     /// May the client ask for requested_token_type=refresh_token?
     #[serde(default)]
     pub allow_refresh_token: bool,
+    /// For ID-JAG issuance (requested_token_type=…:id-jag): the issuers of
+    /// the authorization servers these clients may get an ID-JAG for.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The client's id at those authorization servers (the ID-JAG's
+    /// `client_id`); default: the same id as here.
+    #[serde(default)]
+    pub target_client_id: Option<String>,
+}
+
+/// An issuer whose Identity Assertion JWT Authorization Grants (ID-JAG) this
+/// tenant redeems at its token endpoint (RFC 7523 jwt-bearer grant).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// Exactly the `iss` of its assertions.
+    pub issuer: String,
+    /// Where its signing keys are published…
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// …or the keys themselves.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Allowed signature algorithms (default ES256, RS256, EdDSA).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
 }
 
 pub fn default_subject_token_types() -> Vec<String> {
@@ -271,12 +300,14 @@ pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-pub const SUPPORTED_GRANTS: [&str; 5] = [
+pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const SUPPORTED_GRANTS: [&str; 6] = [
     GRANT_AUTHORIZATION_CODE,
     GRANT_REFRESH_TOKEN,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_TOKEN_EXCHANGE,
     GRANT_DEVICE_CODE,
+    GRANT_JWT_BEARER,
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -1,0 +1,183 @@
+//! The enterprise side of MCP's enterprise-managed authorization: a token
+//! exchange (RFC 8693) of the user's ID token for an Identity Assertion JWT
+//! Authorization Grant (ID-JAG, draft-ietf-oauth-identity-assertion-authz-grant)
+//! that another authorization server redeems with the JWT bearer grant.
+
+use serde_json::{json, Value};
+
+use crate::endpoints::token::TokenResponse;
+use crate::oauth::client_auth::Client;
+use crate::oauth::errors::{OAuthError, OAuthResult};
+use crate::oauth::params::Params;
+use crate::oauth::resource;
+use crate::oauth::scope::ScopeSet;
+use crate::tenants::{ExchangeRule, Tenant};
+use crate::tokens::secret::{ct_eq, random_id};
+use crate::AppState;
+
+use super::token_exchange::{TYPE_ID_JAG, TYPE_ID_TOKEN};
+
+pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
+/// Short-lived by design: it is redeemed at once.
+pub const ID_JAG_TTL: i64 = 300;
+
+fn check_subject_type(params: &Params) -> OAuthResult<()> {
+    match params.get("subject_token_type") {
+        Some(TYPE_ID_TOKEN) => Ok(()),
+        Some(other) => Err(OAuthError::invalid_request(format!(
+            "an ID-JAG is issued for an ID token ({TYPE_ID_TOKEN}), not '{other}'"
+        ))),
+        None => Err(OAuthError::invalid_request(
+            "missing required parameter 'subject_token_type'",
+        )),
+    }
+}
+
+/// `audience`: the issuer of the authorization server that will redeem it.
+fn check_audience(params: &Params) -> OAuthResult<String> {
+    match params.get_all("audience").as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(OAuthError::invalid_target(
+            "audience (the target authorization server's issuer) is required for an ID-JAG",
+        )),
+        _ => Err(OAuthError::invalid_target("name one audience")),
+    }
+}
+
+fn check_policy<'t>(
+    tenant: &'t Tenant,
+    client: &Client,
+    audience: &str,
+) -> OAuthResult<&'t ExchangeRule> {
+    tenant
+        .settings
+        .token_exchange
+        .iter()
+        .filter(|r| {
+            r.clients
+                .iter()
+                .any(|c| (c == "*" && !client.meta.dynamic) || c == &client.client_id)
+        })
+        .filter(|r| r.subject_token_types.iter().any(|t| t == TYPE_ID_TOKEN))
+        .find(|r| r.audiences.iter().any(|a| a == audience))
+        .ok_or_else(|| {
+            OAuthError::invalid_target(format!(
+                "the exchange policy does not allow this client an ID-JAG for '{audience}'"
+            ))
+        })
+}
+
+/// The ID token must be one this tenant issued (signature, `iss`, expiry)
+/// to the very client now presenting it.
+fn check_id_token(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+) -> OAuthResult<Value> {
+    let claims: Value = tenant
+        .keys
+        .verify(token, Some("JWT"), app.now())
+        .map_err(|_| {
+            OAuthError::invalid_request(
+                "subject_token is not a valid, unexpired ID token of this issuer",
+            )
+        })?;
+    if !claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .is_some_and(|i| ct_eq(i, &tenant.issuer))
+    {
+        return Err(OAuthError::invalid_request(
+            "subject_token was issued by another issuer",
+        ));
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == &client.client_id,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&client.client_id)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(OAuthError::invalid_request(
+            "subject_token was issued to another client",
+        ));
+    }
+    if claims.get("sub").and_then(Value::as_str).is_none() {
+        return Err(OAuthError::invalid_request("subject_token has no sub"));
+    }
+    Ok(claims)
+}
+
+pub async fn issue(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &Params,
+) -> OAuthResult<TokenResponse> {
+    if client.meta.is_public() {
+        return Err(OAuthError::unauthorized_client(
+            "an ID-JAG needs an authenticated (confidential) client",
+        ));
+    }
+    let subject_token = params
+        .get("subject_token")
+        .ok_or_else(|| OAuthError::invalid_request("missing required parameter 'subject_token'"))?;
+    check_subject_type(params)?;
+    let audience = check_audience(params)?;
+    let rule = check_policy(tenant, client, &audience)?;
+    let id_token = check_id_token(app, tenant, client, subject_token)?;
+    let resource = match params.get_all("resource").as_slice() {
+        [] => None,
+        [one] => Some(
+            resource::canonicalize(one).map_err(|e| OAuthError::invalid_target(e.to_string()))?,
+        ),
+        _ => return Err(OAuthError::invalid_target("name one resource")),
+    };
+    let scope = match params.get("scope") {
+        Some(s) => Some(ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?),
+        None => None,
+    };
+    let now = app.now();
+    let mut claims = json!({
+        "iss": tenant.issuer,
+        "sub": id_token["sub"],
+        "aud": audience,
+        "client_id": rule.target_client_id.clone().unwrap_or_else(|| client.client_id.clone()),
+        "jti": random_id(),
+        "iat": now,
+        "exp": now + ID_JAG_TTL,
+    });
+    if let Some(obj) = claims.as_object_mut() {
+        if let Some(r) = &resource {
+            obj.insert("resource".into(), r.clone().into());
+        }
+        if let Some(s) = &scope {
+            obj.insert("scope".into(), s.to_string().into());
+        }
+        if let Some(t) = id_token.get("auth_time") {
+            obj.insert("auth_time".into(), t.clone());
+        }
+    }
+    let jwt = tenant
+        .keys
+        .sign(ID_JAG_TYP, &claims)
+        .map_err(|e| OAuthError::server_error(format!("could not sign the ID-JAG: {e}")))?;
+    app.audit.record(
+        tenant,
+        "id_jag",
+        "issued",
+        Some(&client.client_id),
+        id_token["sub"].as_str(),
+        None,
+        json!({"audience": audience, "resource": resource}),
+    );
+    Ok(TokenResponse {
+        access_token: jwt,
+        token_type: "N_A",
+        expires_in: ID_JAG_TTL,
+        scope: scope.map(|s| s.to_string()).unwrap_or_default(),
+        refresh_token: None,
+        id_token: None,
+        issued_token_type: Some(TYPE_ID_JAG),
+    })
+}
