@@ -6,6 +6,7 @@
 #   sdk/test-sdks.sh python     # only one of them
 #   sdk/test-sdks.sh typescript
 #
+# SDK_INSTALL_ONLY=1 installs and builds without running the tests.
 # Environment: PYTHON (default: python3.11, else python3), NPM (default: npm).
 set -euo pipefail
 
@@ -46,6 +47,7 @@ run_python() {
     (cd "$REPO_DIR" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e 'sdk/python[mcp,test]') || return 1
     stamp_of "$PY_DIR/pyproject.toml" >"$stamp"
   fi
+  [[ "${SDK_INSTALL_ONLY:-0}" == 1 ]] && return 0
   (cd "$PY_DIR" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider) || return 1
 }
 
@@ -55,6 +57,10 @@ run_typescript() {
   if [[ ! -d "$TS_DIR/node_modules" ]] || needs_install "$TS_DIR/package-lock.json" "$stamp"; then
     (cd "$TS_DIR" && "$NPM" ci --no-audit --no-fund --loglevel=error) || return 1
     stamp_of "$TS_DIR/package-lock.json" >"$stamp"
+  fi
+  if [[ "${SDK_INSTALL_ONLY:-0}" == 1 ]]; then
+    (cd "$TS_DIR" && "$NPM" run --silent build) || return 1
+    return 0
   fi
   (cd "$TS_DIR" && "$NPM" test) || return 1
 }
@@ -70,4 +76,4 @@ if ((${#failed[@]})); then
   echo "FAILED: ${failed[*]}" >&2
   exit 1
 fi
-echo "SDK tests passed"
+if [[ "${SDK_INSTALL_ONLY:-0}" == 1 ]]; then echo "SDKs installed"; else echo "SDK tests passed"; fi

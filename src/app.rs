@@ -127,6 +127,10 @@ fn tenant_routes() -> Router<AppState> {
             "/login",
             get(endpoints::login::show).post(endpoints::login::submit),
         )
+        .route(
+            "/callback/{connector_id}",
+            get(endpoints::callback::callback),
+        )
         .route("/consent", post(endpoints::consent::submit))
         .route(
             "/device",

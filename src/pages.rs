@@ -23,8 +23,24 @@ pub struct LoginPage<'a> {
     pub action: &'a str,
     pub pending: &'a str,
     pub csrf: &'a str,
+    pub connector_id: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+}
+
+/// One sign-in method on the chooser page.
+pub struct ChooserOption {
+    pub id: String,
+    pub name: String,
+    pub href: String,
+}
+
+/// Shown when a tenant has several connectors and nothing picks one.
+#[derive(Template)]
+#[template(path = "choose.html")]
+pub struct ChooserPage<'a> {
+    pub client_name: &'a str,
+    pub options: Vec<ChooserOption>,
 }
 
 #[derive(Template)]
@@ -66,6 +82,11 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
 /// A protocol error shown to the person in the browser, for failures that
 /// must not be redirected to the client.
 pub fn error_page(e: &OAuthError) -> Response {
+    error_page_titled("This sign-in request cannot continue", e)
+}
+
+/// Like [`error_page`] with its own heading.
+pub fn error_page_titled(title: &str, e: &OAuthError) -> Response {
     let status = if e.status.is_server_error() {
         e.status
     } else {
@@ -74,7 +95,7 @@ pub fn error_page(e: &OAuthError) -> Response {
     render(
         status,
         &ErrorPage {
-            title: "This sign-in request cannot continue",
+            title,
             message: &e.description,
             code: e.code.as_str(),
         },

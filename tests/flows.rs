@@ -873,7 +873,13 @@ async fn prompt_consent_shows_consent_again(db: Db) {
     let page = res.text().await.expect("body");
     assert!(page.contains("name=\"decision\""), "{page}");
     assert!(!page.contains("name=\"password\""), "{page}");
-    assert!(consent_scope_list(&page).contains("mcp:read"), "{page}");
+    // Shown again, but what was already allowed is listed as such, not as new.
+    assert!(!consent_scope_list(&page).contains("mcp:read"), "{page}");
+    let already = page
+        .split("Already allowed:")
+        .nth(1)
+        .expect("already-allowed list");
+    assert!(already.contains("mcp:read"), "{page}");
 }
 
 async fn prompt_none_without_session_redirects_login_required(db: Db) {

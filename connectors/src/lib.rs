@@ -5,6 +5,7 @@
 //! [`Identity`]. The broker maps that identity to its own stable subject.
 
 pub mod dev;
+pub mod oidc;
 
 use std::collections::BTreeMap;
 
@@ -35,6 +36,20 @@ pub enum LoginMethod {
     Redirect,
 }
 
+/// Where to send the browser for a redirect login, and what the broker must
+/// keep (server side, bound to that browser) until the callback comes back.
+#[derive(Clone, Debug)]
+pub struct RedirectLogin {
+    /// The upstream authorization URL.
+    pub authorize_url: String,
+    /// Opaque to the broker; handed back to [`Connector::complete`]. Holds
+    /// secrets (PKCE verifier, nonce, state): never log it.
+    pub kept: serde_json::Value,
+}
+
+/// Why a login at a connector failed. The messages are written for the person
+/// in front of the browser (and the admin reading the audit log): plain words,
+/// never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     /// Wrong username or password. Deliberately says nothing about which.
@@ -46,6 +61,49 @@ pub enum ConnectorError {
     Config(String),
     #[error("upstream identity provider error: {0}")]
     Upstream(String),
+    /// No answer from the identity provider (connection failed, timeout).
+    #[error("the identity provider could not be reached: {0}")]
+    Unreachable(String),
+    /// The identity provider answered with an OAuth error (the user
+    /// cancelled, the client credentials are wrong, ...).
+    #[error("the identity provider refused the sign-in: {0}")]
+    Refused(String),
+    /// The browser came back with a response that does not belong to this
+    /// sign-in (wrong state, wrong issuer, no code).
+    #[error("the sign-in response is not valid: {0}")]
+    InvalidCallback(String),
+    /// The ID token failed validation (signature, issuer, audience, time,
+    /// nonce) or lacks the claims the connector needs.
+    #[error("the identity provider's ID token was rejected: {0}")]
+    InvalidToken(String),
+}
+
+impl ConnectorError {
+    /// A short, stable word for audit records and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectorError::InvalidCredentials => "invalid_credentials",
+            ConnectorError::Unsupported(_) => "unsupported",
+            ConnectorError::Config(_) => "configuration",
+            ConnectorError::Upstream(_) => "upstream_error",
+            ConnectorError::Unreachable(_) => "upstream_unreachable",
+            ConnectorError::Refused(_) => "upstream_refused",
+            ConnectorError::InvalidCallback(_) => "invalid_callback",
+            ConnectorError::InvalidToken(_) => "invalid_id_token",
+        }
+    }
+
+    /// True when the identity provider (or its configuration here) is at
+    /// fault rather than the request the browser brought.
+    pub fn is_upstream_fault(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::Config(_)
+                | ConnectorError::Upstream(_)
+                | ConnectorError::Unreachable(_)
+                | ConnectorError::InvalidToken(_)
+        )
+    }
 }
 
 #[async_trait]
@@ -65,5 +123,22 @@ pub trait Connector: Send + Sync {
         _password: &str,
     ) -> Result<Identity, ConnectorError> {
         Err(ConnectorError::Unsupported("password login"))
+    }
+
+    /// Starts a redirect login (Redirect connectors only). `redirect_uri` is
+    /// the broker's callback for this connector.
+    async fn begin(&self, _redirect_uri: &str) -> Result<RedirectLogin, ConnectorError> {
+        Err(ConnectorError::Unsupported("redirect login"))
+    }
+
+    /// Finishes a redirect login from the callback's query parameters and
+    /// what [`Connector::begin`] asked to keep.
+    async fn complete(
+        &self,
+        _redirect_uri: &str,
+        _kept: &serde_json::Value,
+        _params: &BTreeMap<String, String>,
+    ) -> Result<Identity, ConnectorError> {
+        Err(ConnectorError::Unsupported("redirect login"))
     }
 }

@@ -32,6 +32,26 @@ pub struct PendingData {
     /// Set once the user is known (consent step).
     #[serde(default)]
     pub subject: Option<String>,
+    /// Set while the browser is away at an upstream identity provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamLogin>,
+}
+
+/// A redirect login in progress: which connector, and what it asked to keep
+/// (PKCE verifier, nonce, state: secrets, never logged).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UpstreamLogin {
+    pub connector_id: String,
+    pub kept: serde_json::Value,
+}
+
+impl std::fmt::Debug for UpstreamLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamLogin")
+            .field("connector_id", &self.connector_id)
+            .field("kept", &"***")
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,6 +101,12 @@ impl Cookies {
 
     pub fn flow_name(&self) -> String {
         self.name("gh_flow")
+    }
+
+    /// Names the pending authorization while the browser is at an upstream
+    /// identity provider, so the callback can find it.
+    pub fn login_name(&self) -> String {
+        self.name("gh_login")
     }
 
     pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -140,6 +166,7 @@ pub async fn create_pending(
         request,
         browser_hash: hash_str(browser_token),
         subject: None,
+        upstream: None,
     };
     save_pending(app, tenant, &handle, &data).await?;
     Ok((handle, data))
@@ -298,11 +325,9 @@ pub async fn consent_needed(
     // registered itself never may (MCP's confused-deputy rule).
     let skip = client.meta.skip_consent && !client.meta.dynamic;
     if req.prompt.consent || (!skip && !wanted.is_subset(&granted)) {
-        let new_items = if req.prompt.consent {
-            wanted
-        } else {
-            wanted.difference(&granted).cloned().collect()
-        };
+        // prompt=consent shows the page again, but what was already
+        // allowed is listed as such, not as new.
+        let new_items = wanted.difference(&granted).cloned().collect();
         Ok(Some(ConsentNeed { new_items, granted }))
     } else {
         Ok(None)

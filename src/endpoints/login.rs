@@ -1,24 +1,32 @@
-//! The login page in front of a password-form connector (the development
-//! connector for now). Redirect connectors (OIDC, SAML) plug in here.
+//! GET /login picks the connector for a pending authorization (the only one,
+//! the one for the `login_hint`'s email domain, or the user's choice on a
+//! small chooser page). Password-form connectors get the login form here;
+//! redirect connectors (OIDC) send the browser upstream (see `callback`).
+
+use std::sync::Arc;
 
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use gatehouse_connectors::{Connector, ConnectorError, LoginMethod};
+use gatehouse_connectors::{Connector, ConnectorError, Identity, LoginMethod};
 use serde::Deserialize;
 
-use super::flow::{self, csrf_token, load_pending, with_cookies, SessionData};
+use super::flow::{self, csrf_token, load_pending, with_cookies, PendingData, SessionData};
+use crate::oauth::client_auth::Client;
 use crate::oauth::errors::OAuthError;
-use crate::pages::{self, LoginPage};
+use crate::pages::{self, ChooserOption, ChooserPage, LoginPage};
 use crate::store::IdentityRecord;
-use crate::tenants::{Tenant, TenantCtx};
-use crate::tokens::secret::random_id;
+use crate::tenants::{connector_for_email, Tenant, TenantCtx};
+use crate::tokens::secret::{random_id, Handle};
 use crate::tokens::UserClaims;
 use crate::AppState;
 
 #[derive(Deserialize)]
 pub struct ShowQuery {
     pending: String,
+    /// Picked on the chooser page.
+    #[serde(default)]
+    connector: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -27,13 +35,76 @@ pub struct LoginForm {
     csrf: String,
     username: String,
     password: String,
+    /// The password connector the form was shown for (the first one when
+    /// absent).
+    #[serde(default)]
+    connector: Option<String>,
 }
 
-fn password_connector(tenant: &Tenant) -> Option<&std::sync::Arc<dyn Connector>> {
-    tenant
+fn password_connector<'a>(
+    tenant: &'a Tenant,
+    wanted: Option<&str>,
+) -> Option<&'a Arc<dyn Connector>> {
+    tenant.connectors.iter().find(|c| {
+        c.login_method() == LoginMethod::PasswordForm && wanted.is_none_or(|id| c.id() == id)
+    })
+}
+
+enum Choice<'a> {
+    One(&'a Arc<dyn Connector>),
+    Ask,
+    Nothing,
+    Unknown,
+}
+
+/// Which connector signs this user in.
+fn choose<'a>(tenant: &'a Tenant, pending: &PendingData, chosen: Option<&str>) -> Choice<'a> {
+    if let Some(id) = chosen {
+        return match tenant.connector(id) {
+            Some(c) => Choice::One(c),
+            None => Choice::Unknown,
+        };
+    }
+    if let Some(c) = pending
+        .request
+        .login_hint
+        .as_deref()
+        .and_then(|hint| connector_for_email(tenant, hint))
+    {
+        return Choice::One(c);
+    }
+    match tenant.connectors.as_slice() {
+        [] => Choice::Nothing,
+        [only] => Choice::One(only),
+        _ => Choice::Ask,
+    }
+}
+
+fn chooser_page(tenant: &Tenant, client_name: &str, pending: &str) -> Response {
+    let options: Vec<ChooserOption> = tenant
         .connectors
         .iter()
-        .find(|c| c.login_method() == LoginMethod::PasswordForm)
+        .map(|c| {
+            let mut url = url::Url::parse(&tenant.endpoint("/login")).ok();
+            if let Some(u) = url.as_mut() {
+                u.query_pairs_mut()
+                    .append_pair("pending", pending)
+                    .append_pair("connector", c.id());
+            }
+            ChooserOption {
+                id: c.id().to_string(),
+                name: c.display_name().to_string(),
+                href: url.map(|u| u.to_string()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    pages::render(
+        StatusCode::OK,
+        &ChooserPage {
+            client_name,
+            options,
+        },
+    )
 }
 
 fn no_connector() -> Response {
@@ -73,6 +144,7 @@ fn login_page(
             action: &action,
             pending,
             csrf: &csrf_token(browser, pending),
+            connector_id: connector.id(),
             username,
             error,
         },
@@ -85,15 +157,25 @@ pub async fn show(
     headers: HeaderMap,
     Query(q): Query<ShowQuery>,
 ) -> Response {
-    let (_, pending, browser) = match load_pending(&app, &tenant, &headers, &q.pending, None).await
-    {
-        Ok(p) => p,
-        Err(page) => return page,
-    };
-    let Some(connector) = password_connector(&tenant) else {
-        return no_connector();
-    };
+    let (handle, pending, browser) =
+        match load_pending(&app, &tenant, &headers, &q.pending, None).await {
+            Ok(p) => p,
+            Err(page) => return page,
+        };
     let name = client_name(&app, &tenant, &pending.request.client_id).await;
+    let connector = match choose(&tenant, &pending, q.connector.as_deref()) {
+        Choice::One(c) => c.clone(),
+        Choice::Ask => return chooser_page(&tenant, &name, &q.pending),
+        Choice::Nothing => return no_connector(),
+        Choice::Unknown => {
+            return pages::error_page(&OAuthError::invalid_request(
+                "that sign-in method does not exist; start again from the application",
+            ))
+        }
+    };
+    if connector.login_method() == LoginMethod::Redirect {
+        return super::callback::start(&app, &tenant, connector.as_ref(), &handle, pending).await;
+    }
     let hint = pending.request.login_hint.clone().unwrap_or_default();
     login_page(
         &tenant,
@@ -123,19 +205,12 @@ pub async fn submit(
             Ok(p) => p,
             Err(page) => return page,
         };
-    let Some(connector) = password_connector(&tenant) else {
+    let Some(connector) = password_connector(&tenant, form.connector.as_deref()) else {
         return no_connector();
     };
-    let client = match app
-        .clients
-        .find_or_fetch(&app.store, &tenant, &pending.request.client_id)
-        .await
-    {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return pages::error_page(&OAuthError::invalid_request("the client no longer exists"))
-        }
-        Err(e) => return pages::error_page(&e.into()),
+    let client = match pending_client(&app, &tenant, &pending).await {
+        Ok(c) => c,
+        Err(page) => return page,
     };
     let identity = match connector
         .password_login(&form.username, &form.password)
@@ -171,6 +246,42 @@ pub async fn submit(
             ));
         }
     };
+    signed_in(&app, &tenant, &client, identity, &handle, pending, &browser).await
+}
+
+/// The client of a pending authorization, or the page to show instead.
+pub async fn pending_client(
+    app: &AppState,
+    tenant: &Tenant,
+    pending: &PendingData,
+) -> Result<Arc<Client>, Response> {
+    match app
+        .clients
+        .find_or_fetch(&app.store, tenant, &pending.request.client_id)
+        .await
+    {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(pages::error_page(&OAuthError::invalid_request(
+            "the client no longer exists",
+        ))),
+        Err(e) => Err(pages::error_page(&e.into())),
+    }
+}
+
+/// A connector vouched for `identity`: map it to the broker subject, start
+/// the SSO session and continue the authorization (consent or code). Shared
+/// by the login form and the upstream callback.
+pub async fn signed_in(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    identity: Identity,
+    handle: &Handle,
+    mut pending: PendingData,
+    browser: &str,
+) -> Response {
+    // Whatever upstream login was under way is over: keep no secrets of it.
+    pending.upstream = None;
     let user = UserClaims {
         email: identity.email.clone(),
         email_verified: identity.email_verified,
@@ -190,31 +301,31 @@ pub async fn submit(
         Err(e) => return pages::error_page(&e.into()),
     };
     let data = SessionData {
-        connector_id: identity.connector_id,
+        connector_id: identity.connector_id.clone(),
         user,
         auth_time: now,
         sid: random_id(),
     };
-    let (session, cookie) = match flow::start_session(&app, &tenant, &subject, &data).await {
+    let (session, cookie) = match flow::start_session(app, tenant, &subject, &data).await {
         Ok(s) => s,
         Err(e) => return pages::error_page(&e),
     };
     app.audit.record(
-        &tenant,
+        tenant,
         "login",
         "success",
         Some(&client.client_id),
         Some(&subject),
         None,
-        serde_json::json!({"connector": connector.id()}),
+        serde_json::json!({"connector": identity.connector_id}),
     );
     let res = flow::proceed(
-        &app,
-        &tenant,
-        &client,
-        &handle,
+        app,
+        tenant,
+        client,
+        handle,
         pending,
-        &browser,
+        browser,
         &(session, data),
     )
     .await;

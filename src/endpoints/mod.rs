@@ -1,6 +1,7 @@
 //! One module per HTTP endpoint: HTTP in, HTTP out; the rules live in `oauth`.
 
 pub mod authorize;
+pub mod callback;
 pub mod consent;
 pub mod device;
 pub mod discovery;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use gatehouse_connectors::dev::{DevConnector, DevUser};
-use gatehouse_connectors::Connector;
+use gatehouse_connectors::oidc::OidcConnector;
+use gatehouse_connectors::{Connector, ConnectorError};
 use moka::future::Cache;
 
 pub use model::*;
@@ -110,9 +111,50 @@ pub fn validate_tenant_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// Connector ids appear in callback URLs: keep them boring.
+fn validate_connector_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "connector id '{id}' must be 1-63 characters of a-z, 0-9, '-' and '_'"
+        ))
+    }
+}
+
 pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connector>>, String> {
     let mut out: Vec<Arc<dyn Connector>> = Vec::new();
+    let mut domains: Vec<(&str, &str)> = Vec::new();
     for c in &settings.connectors {
+        validate_connector_id(&c.id)?;
+        if out.iter().any(|other| other.id() == c.id) {
+            return Err(format!("connector '{}': the id is used twice", c.id));
+        }
+        for d in &c.domains {
+            let valid = !d.is_empty()
+                && d.len() <= 253
+                && d == &d.to_ascii_lowercase()
+                && !d.contains('@')
+                && d.contains('.');
+            if !valid {
+                return Err(format!(
+                    "connector '{}': domains: '{d}' must be a lowercase domain like 'example.com'",
+                    c.id
+                ));
+            }
+            if let Some((other, _)) = domains.iter().find(|(_, seen)| seen == d) {
+                return Err(format!(
+                    "connector '{}': domains: '{d}' already belongs to connector '{other}'",
+                    c.id
+                ));
+            }
+            domains.push((&c.id, d));
+        }
         match c.kind.as_str() {
             "dev" => {
                 let users_value = c
@@ -126,15 +168,36 @@ pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connect
                     .map_err(|e| format!("connector '{}': {e}", c.id))?;
                 out.push(Arc::new(connector));
             }
+            "oidc" => {
+                let connector =
+                    OidcConnector::from_settings(&c.id, c.display_name.as_deref(), &c.settings)
+                        .map_err(|e| match e {
+                            ConnectorError::Config(m) => format!("connector '{}': {m}", c.id),
+                            other => format!("connector '{}': {other}", c.id),
+                        })?;
+                out.push(Arc::new(connector));
+            }
             other => {
                 return Err(format!(
-                    "connector '{}': unknown type '{other}' (supported: dev)",
+                    "connector '{}': unknown type '{other}' (supported: dev, oidc)",
                     c.id
                 ))
             }
         }
     }
     Ok(out)
+}
+
+/// The connector configured for an email domain (from `login_hint`).
+pub fn connector_for_email<'a>(tenant: &'a Tenant, email: &str) -> Option<&'a Arc<dyn Connector>> {
+    let (_, domain) = email.trim().rsplit_once('@')?;
+    let domain = domain.to_ascii_lowercase();
+    let settings = tenant
+        .settings
+        .connectors
+        .iter()
+        .find(|c| c.domains.contains(&domain))?;
+    tenant.connector(&settings.id)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -72,6 +72,10 @@ pub struct ConnectorSettings {
     pub kind: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Email domains whose users this connector signs in: a `login_hint`
+    /// in one of them picks this connector without asking.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
 }

@@ -1,0 +1,734 @@
+//! The generic OIDC connector end to end: Gatehouse sends the browser to a
+//! real OpenID Connect provider (panva/oidc-provider, tests/upstream), the
+//! test plays the user on its development login and consent pages, and the
+//! browser comes back to Gatehouse's callback, consent and code. Negative
+//! cases are the failures a real provider produces honestly (wrong client
+//! secret, cancelled login, provider down or silent) and tampering on our
+//! side of the callback. ID-token validation failures that need a provider
+//! to misbehave are unit tests in connectors/src/oidc.rs.
+//! Every test runs on SQLite and PostgreSQL.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const UPSTREAM_CLIENT: &str = "gatehouse";
+const UPSTREAM_SECRET: &str = "gatehouse-upstream-secret-0123456789";
+const CONNECTOR: &str = "corp";
+const CONNECTOR_NAME: &str = "Corp SSO";
+
+// ---------------------------------------------------------------------------
+// The upstream provider process.
+// ---------------------------------------------------------------------------
+
+fn upstream_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream")
+}
+
+/// Installs oidc-provider once per test process when it is missing.
+fn install_upstream() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let dir = upstream_dir();
+    if !dir.join("node_modules/oidc-provider/package.json").exists() {
+        let out = Command::new("bash")
+            .arg(dir.join("setup.sh"))
+            .output()
+            .expect("run tests/upstream/setup.sh");
+        assert!(
+            out.status.success(),
+            "tests/upstream/setup.sh failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    *done = true;
+}
+
+/// A running oidc-provider on 127.0.0.1, killed on drop.
+struct Upstream {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    /// Starts the provider on `port` with Gatehouse's `callback` as the
+    /// client's redirect URI; `env` adds provider options.
+    fn start(port: u16, callback: &str, env: &[(&str, &str)]) -> Upstream {
+        install_upstream();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("upstream.log");
+        let mut cmd = Command::new("node");
+        cmd.arg(upstream_dir().join("provider.mjs"))
+            .env("UPSTREAM_PORT", port.to_string())
+            .env("UPSTREAM_REDIRECT_URIS", callback)
+            .env("UPSTREAM_CLIENT_ID", UPSTREAM_CLIENT)
+            .env("UPSTREAM_CLIENT_SECRET", UPSTREAM_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn node tests/upstream/provider.mjs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.trim() == "ready" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let upstream = Upstream {
+            child,
+            log,
+            _dir: dir,
+        };
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("the upstream provider did not start: {}", upstream.log());
+        }
+        upstream
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+// ---------------------------------------------------------------------------
+
+/// One tenant with the given connector tables, the demo MCP resource, the
+/// public client and the service client (for introspection).
+fn config(connectors: &str) -> String {
+    format!(
+        r#"
+[keys]
+algorithm = "ES256"
+
+[[tenants]]
+id = "default"
+display_name = "Test"
+
+{connectors}
+
+[[tenants.resources]]
+uri = "{MCP}"
+name = "Demo MCP server"
+scopes = ["mcp:read", "mcp:write"]
+default_scopes = ["mcp:read"]
+
+[[tenants.clients]]
+client_id = "{PUBLIC_CLIENT}"
+client_name = "Demo public client"
+redirect_uris = ["http://127.0.0.1/callback", "http://localhost/callback"]
+grant_types = ["authorization_code", "refresh_token"]
+token_endpoint_auth_method = "none"
+
+[[tenants.clients]]
+client_id = "{SERVICE_CLIENT}"
+client_name = "Demo service"
+secret = "{SERVICE_SECRET}"
+grant_types = ["client_credentials"]
+token_endpoint_auth_method = "client_secret_basic"
+"#
+    )
+}
+
+/// The OIDC connector table for a provider at `issuer`; `extra` lines are
+/// added to it.
+fn oidc_connector(issuer: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[tenants.connectors]]
+id = "{CONNECTOR}"
+type = "oidc"
+display_name = "{CONNECTOR_NAME}"
+issuer = "{issuer}"
+client_id = "{UPSTREAM_CLIENT}"
+scopes = ["openid", "email", "profile", "groups"]
+{extra}
+"#
+    )
+}
+
+fn dev_connector() -> String {
+    format!(
+        r#"
+[[tenants.connectors]]
+id = "dev"
+type = "dev"
+users = [ {{ email = "{USER}", password_hash = "{PASSWORD_HASH}", name = "Ada Admin" }} ]
+"#
+    )
+}
+
+/// A Gatehouse with one OIDC connector and a running provider for it.
+async fn start_pair(
+    db: Db,
+    connector_extra: &str,
+    upstream_env: &[(&str, &str)],
+) -> (Server, Upstream) {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let extra = if connector_extra.contains("client_secret") {
+        connector_extra.to_string()
+    } else {
+        format!("client_secret = \"{UPSTREAM_SECRET}\"\n{connector_extra}")
+    };
+    let server = Server::start_with(db, &config(&oidc_connector(&issuer, &extra))).await;
+    let upstream = Upstream::start(port, &server.url("/callback/corp"), upstream_env);
+    (server, upstream)
+}
+
+// ---------------------------------------------------------------------------
+// Playing the user.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum AtUpstream {
+    SignInAndConsent,
+    Cancel,
+}
+
+fn html_attr_unescape(s: &str) -> String {
+    s.replace("&#x2F;", "/")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let start = html.find("action=\"")? + "action=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html_attr_unescape(&html[start..end]))
+}
+
+/// The link whose text is `text`.
+fn link_to(html: &str, text: &str) -> Option<String> {
+    let at = html.find(text)?;
+    let start = html[..at].rfind("href=\"")? + "href=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html_attr_unescape(&html[start..end]))
+}
+
+/// Walks the provider's development pages from `start` (the upstream
+/// authorization URL Gatehouse redirected to), signing in as `login`.
+/// Returns the URL the provider sends the browser back to.
+async fn at_upstream(
+    browser: &Browser,
+    server: &Server,
+    start: &str,
+    login: &str,
+    action: AtUpstream,
+) -> String {
+    let mut res = browser.http.get(start).send().await.expect("upstream");
+    for _ in 0..12 {
+        let here = res.url().clone();
+        let status = res.status().as_u16();
+        if (300..400).contains(&status) {
+            let to = here
+                .join(&location(&res))
+                .expect("redirect URL")
+                .to_string();
+            if to.starts_with(&server.base) {
+                return to;
+            }
+            res = browser.http.get(&to).send().await.expect("upstream");
+            continue;
+        }
+        let body = res.text().await.expect("body");
+        assert_eq!(status, 200, "upstream page {here}: {body}");
+        let action_url = |html: &str| {
+            here.join(&form_action(html).expect("form action"))
+                .expect("action URL")
+        };
+        if body.contains("name=\"login\"") {
+            if action == AtUpstream::Cancel {
+                let abort = here
+                    .join(&link_to(&body, "[ Cancel ]").expect("cancel link"))
+                    .expect("cancel URL");
+                res = browser.http.get(abort).send().await.expect("cancel");
+                continue;
+            }
+            res = browser
+                .http
+                .post(action_url(&body))
+                .form(&[("prompt", "login"), ("login", login), ("password", "any")])
+                .send()
+                .await
+                .expect("upstream login");
+            continue;
+        }
+        if body.contains("value=\"consent\"") {
+            res = browser
+                .http
+                .post(action_url(&body))
+                .form(&[("prompt", "consent")])
+                .send()
+                .await
+                .expect("upstream consent");
+            continue;
+        }
+        panic!("unexpected upstream page {here}: {body}");
+    }
+    panic!("too many steps at the upstream provider");
+}
+
+/// /authorize for the public client up to the upstream authorization URL.
+async fn to_upstream(server: &Server, browser: &Browser, extra: &[(&str, &str)]) -> (String, Pkce) {
+    let p = pkce();
+    let url = authorize_url(server, PUBLIC_CLIENT, REDIRECT, &p.challenge, extra);
+    let out = browser.authorize(server, &url, "", "", true).await;
+    let Outcome::Redirect(upstream) = out else {
+        panic!("expected a redirect to the provider, got {out:?}");
+    };
+    assert!(
+        !upstream.starts_with(REDIRECT),
+        "sent to the client instead of the provider: {upstream}"
+    );
+    (upstream, p)
+}
+
+/// Back at Gatehouse's callback: follows through consent to the client.
+async fn back_at_gatehouse(server: &Server, browser: &Browser, callback: &str) -> Outcome {
+    let res = browser.http.get(callback).send().await.expect("callback");
+    browser.follow(server, res, "", "", true).await
+}
+
+async fn redeem(server: &Server, code: &str, p: &Pkce) -> Value {
+    let (status, json) = token_request(
+        server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", PUBLIC_CLIENT),
+            ("code_verifier", &p.verifier),
+            ("resource", MCP),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "token response: {json}");
+    json
+}
+
+/// A whole login at the provider as `login`; returns the token response.
+async fn login_upstream(
+    server: &Server,
+    upstream: &Upstream,
+    browser: &Browser,
+    login: &str,
+) -> Value {
+    let (start, p) = to_upstream(
+        server,
+        browser,
+        &[("scope", "openid email profile mcp:read")],
+    )
+    .await;
+    let callback = at_upstream(browser, server, &start, login, AtUpstream::SignInAndConsent).await;
+    let out = back_at_gatehouse(server, browser, &callback).await;
+    let code = match out {
+        Outcome::Redirect(u) => query_param(&u, "code")
+            .unwrap_or_else(|| panic!("no code in {u}; upstream log: {}", upstream.log())),
+        Outcome::Page(s, b) => panic!(
+            "page {s} instead of the client: {b}\nserver log: {}\nupstream log: {}",
+            server.log(),
+            upstream.log()
+        ),
+    };
+    redeem(server, &code, &p).await
+}
+
+async fn userinfo(server: &Server, access_token: &str) -> Value {
+    let res = reqwest::Client::new()
+        .get(server.url("/userinfo"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(res.status().as_u16(), 200);
+    res.json().await.expect("json")
+}
+
+/// The failed logins the audit log recorded (written in the background:
+/// polled for a few seconds).
+async fn login_failures(server: &Server) -> Vec<Value> {
+    let store = gatehouse::store::connect(&server.database_url)
+        .await
+        .expect("store");
+    for _ in 0..50 {
+        let events = store.list_audit("default", 100).await.expect("audit");
+        let failures: Vec<Value> = events
+            .iter()
+            .filter(|e| e.kind == "login" && e.outcome == "failure")
+            .map(|e| serde_json::from_str(&e.detail).unwrap_or(Value::Null))
+            .collect();
+        if !failures.is_empty() {
+            return failures;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Vec::new()
+}
+
+fn error_page(out: Outcome) -> (u16, String) {
+    match out {
+        Outcome::Page(status, body) => {
+            assert!(
+                body.contains("id=\"error-message\""),
+                "not an error page ({status}): {body}"
+            );
+            (status, body)
+        }
+        Outcome::Redirect(u) => panic!("expected an error page, got a redirect to {u}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------
+
+async fn upstream_login_issues_tokens_with_a_stable_subject(db: Db) {
+    let (server, upstream) = start_pair(db, "", &[]).await;
+
+    let first = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let access = first["access_token"].as_str().expect("access token");
+    let claims = jwt_claims(access);
+    assert_eq!(claims["iss"], server.base.as_str());
+    assert_eq!(claims["aud"], MCP);
+    let sub = claims["sub"].as_str().expect("sub").to_string();
+    assert_ne!(
+        sub, "alice",
+        "the broker subject is its own, not upstream's"
+    );
+
+    let info = userinfo(&server, access).await;
+    assert_eq!(info["sub"], sub.as_str());
+    assert_eq!(info["email"], "alice@corp.example", "{info}");
+    assert_eq!(info["email_verified"], true, "{info}");
+    assert_eq!(info["name"], "Alice Upstream", "{info}");
+
+    // Another browser, another login: the same person, the same subject.
+    let again = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let again_sub = jwt_claims(again["access_token"].as_str().expect("token"))["sub"].clone();
+    assert_eq!(again_sub, sub.as_str());
+
+    // Somebody else gets another subject, and an unverified email stays so.
+    let bob = login_upstream(&server, &upstream, &Browser::new(), "bob").await;
+    let bob_access = bob["access_token"].as_str().expect("token");
+    assert_ne!(jwt_claims(bob_access)["sub"], sub.as_str());
+    let bob_info = userinfo(&server, bob_access).await;
+    assert_eq!(bob_info["email"], "bob@corp.example");
+    assert_eq!(bob_info["email_verified"], false, "{bob_info}");
+}
+
+async fn sso_session_skips_the_provider_on_the_next_authorization(db: Db) {
+    let (server, upstream) = start_pair(db, "", &[]).await;
+    let browser = Browser::new();
+    let first = login_upstream(&server, &upstream, &browser, "alice").await;
+    let sub = jwt_claims(first["access_token"].as_str().expect("token"))["sub"].clone();
+    // Same browser, consent already given: straight back to the client.
+    let p = pkce();
+    let url = authorize_url(
+        &server,
+        PUBLIC_CLIENT,
+        REDIRECT,
+        &p.challenge,
+        &[("scope", "openid email profile mcp:read")],
+    );
+    let code = browser.authorize(&server, &url, "", "", true).await.code();
+    let tokens = redeem(&server, &code, &p).await;
+    assert_eq!(
+        jwt_claims(tokens["access_token"].as_str().expect("token"))["sub"],
+        sub
+    );
+}
+
+async fn claims_come_from_userinfo_when_the_id_token_has_none(db: Db) {
+    let (server, upstream) = start_pair(
+        db,
+        "userinfo = true",
+        &[("UPSTREAM_CLAIMS_AT_USERINFO", "1")],
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let info = userinfo(&server, tokens["access_token"].as_str().expect("token")).await;
+    assert_eq!(info["email"], "alice@corp.example", "{info}");
+    assert_eq!(info["name"], "Alice Upstream", "{info}");
+}
+
+async fn wrong_client_secret_ends_on_an_error_page(db: Db) {
+    let (server, upstream) = start_pair(
+        db,
+        "client_secret = \"not-the-secret-at-all-0123456789\"",
+        &[],
+    )
+    .await;
+    let browser = Browser::new();
+    let (start, _) = to_upstream(&server, &browser, &[]).await;
+    let callback = at_upstream(
+        &browser,
+        &server,
+        &start,
+        "alice",
+        AtUpstream::SignInAndConsent,
+    )
+    .await;
+    let (status, body) = error_page(back_at_gatehouse(&server, &browser, &callback).await);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Sign-in with Corp SSO failed"), "{body}");
+    assert!(body.contains("refused"), "{body}");
+    assert!(body.contains("invalid_client"), "{body}");
+    assert!(!body.contains("not-the-secret"), "{body}");
+    let failures = login_failures(&server).await;
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["reason"] == "upstream_refused" && f["connector"] == CONNECTOR),
+        "{failures:?}; upstream log: {}",
+        upstream.log()
+    );
+}
+
+async fn cancelling_at_the_provider_ends_on_an_error_page(db: Db) {
+    let (server, _upstream) = start_pair(db, "", &[]).await;
+    let browser = Browser::new();
+    let (start, _) = to_upstream(&server, &browser, &[]).await;
+    let callback = at_upstream(&browser, &server, &start, "alice", AtUpstream::Cancel).await;
+    assert_eq!(
+        query_param(&callback, "error").as_deref(),
+        Some("access_denied")
+    );
+    let (status, body) = error_page(back_at_gatehouse(&server, &browser, &callback).await);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cancelled"), "{body}");
+}
+
+async fn provider_down_ends_on_an_error_page_quickly(db: Db) {
+    // Nothing listens on the issuer's port.
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let server = Server::start_with(
+        db,
+        &config(&oidc_connector(
+            &issuer,
+            &format!("client_secret = \"{UPSTREAM_SECRET}\"\ntimeout_secs = 5"),
+        )),
+    )
+    .await;
+    let p = pkce();
+    let url = authorize_url(&server, PUBLIC_CLIENT, REDIRECT, &p.challenge, &[]);
+    let started = Instant::now();
+    let (status, body) = error_page(Browser::new().authorize(&server, &url, "", "", true).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("could not be reached"), "{body}");
+    let failures = login_failures(&server).await;
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["reason"] == "upstream_unreachable"),
+        "{failures:?}"
+    );
+}
+
+async fn silent_provider_ends_on_an_error_page_within_the_timeout(db: Db) {
+    // Accepts connections, never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let _hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let server = Server::start_with(
+        db,
+        &config(&oidc_connector(
+            &issuer,
+            &format!("client_secret = \"{UPSTREAM_SECRET}\"\ntimeout_secs = 1"),
+        )),
+    )
+    .await;
+    let p = pkce();
+    let url = authorize_url(&server, PUBLIC_CLIENT, REDIRECT, &p.challenge, &[]);
+    let started = Instant::now();
+    let (status, body) = error_page(Browser::new().authorize(&server, &url, "", "", true).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("1 second"), "{body}");
+}
+
+async fn tampered_state_is_refused_and_the_genuine_answer_still_works(db: Db) {
+    let (server, upstream) = start_pair(db, "", &[]).await;
+    let browser = Browser::new();
+    let (start, p) = to_upstream(&server, &browser, &[]).await;
+    let callback = at_upstream(
+        &browser,
+        &server,
+        &start,
+        "alice",
+        AtUpstream::SignInAndConsent,
+    )
+    .await;
+    let state = query_param(&callback, "state").expect("state");
+    let tampered = callback.replace(
+        &format!("state={state}"),
+        &format!("state={}", state.chars().rev().collect::<String>()),
+    );
+    assert_ne!(tampered, callback);
+    let (status, body) = error_page(back_at_gatehouse(&server, &browser, &tampered).await);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("state"), "{body}");
+
+    // Nothing was spent: the genuine answer still completes the sign-in.
+    let code = back_at_gatehouse(&server, &browser, &callback).await.code();
+    let tokens = redeem(&server, &code, &p).await;
+    assert!(tokens["access_token"].is_string(), "{}", upstream.log());
+    // And it cannot be replayed.
+    let (status, _) = error_page(back_at_gatehouse(&server, &browser, &callback).await);
+    assert_eq!(status, 400);
+}
+
+async fn callback_without_the_login_cookie_is_refused(db: Db) {
+    let (server, _upstream) = start_pair(db, "", &[]).await;
+    let browser = Browser::new();
+    let (start, _) = to_upstream(&server, &browser, &[]).await;
+    let callback = at_upstream(
+        &browser,
+        &server,
+        &start,
+        "alice",
+        AtUpstream::SignInAndConsent,
+    )
+    .await;
+    // Opened in another browser (no cookies at all).
+    let other = Browser::new();
+    let (status, body) = error_page(back_at_gatehouse(&server, &other, &callback).await);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("start again"), "{body}");
+    // A callback for a connector that does not exist.
+    let res = browser
+        .http
+        .get(server.url("/callback/nope?code=x&state=y"))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(res.status().as_u16(), 400);
+    let body = res.text().await.expect("body");
+    assert!(body.contains("no sign-in method"), "{body}");
+}
+
+async fn several_connectors_offer_a_choice_or_follow_the_email_domain(db: Db) {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let connectors = format!(
+        "{}{}",
+        dev_connector(),
+        oidc_connector(
+            &issuer,
+            &format!("client_secret = \"{UPSTREAM_SECRET}\"\ndomains = [\"corp.example\"]"),
+        )
+    );
+    let server = Server::start_with(db, &config(&connectors)).await;
+    let upstream = Upstream::start(port, &server.url("/callback/corp"), &[]);
+
+    // No hint: a chooser listing both.
+    let browser = Browser::new();
+    let p = pkce();
+    let url = authorize_url(&server, PUBLIC_CLIENT, REDIRECT, &p.challenge, &[]);
+    let Outcome::Page(200, chooser) = browser.authorize(&server, &url, "", "", true).await else {
+        panic!("expected the chooser page");
+    };
+    assert!(chooser.contains("Development login"), "{chooser}");
+    assert!(chooser.contains(CONNECTOR_NAME), "{chooser}");
+    // Choosing the provider sends the browser there.
+    let corp = link_to(&chooser, CONNECTOR_NAME).expect("corp link");
+    let res = browser.http.get(&corp).send().await.expect("choose");
+    let start = location(&res);
+    assert!(start.starts_with(&issuer), "{start}");
+    let callback = at_upstream(
+        &browser,
+        &server,
+        &start,
+        "alice",
+        AtUpstream::SignInAndConsent,
+    )
+    .await;
+    let code = back_at_gatehouse(&server, &browser, &callback).await.code();
+    redeem(&server, &code, &p).await;
+
+    // A hint in the provider's domain goes straight there.
+    let (start, _) = to_upstream(
+        &server,
+        &Browser::new(),
+        &[("login_hint", "alice@corp.example")],
+    )
+    .await;
+    assert!(start.starts_with(&issuer), "{start}");
+
+    // A hint in no connector's domain gets the chooser; the password
+    // connector chosen there works as before.
+    let browser = Browser::new();
+    let p = pkce();
+    let url = authorize_url(
+        &server,
+        PUBLIC_CLIENT,
+        REDIRECT,
+        &p.challenge,
+        &[("login_hint", USER)],
+    );
+    let Outcome::Page(200, chooser) = browser.authorize(&server, &url, "", "", true).await else {
+        panic!("expected the chooser page");
+    };
+    let dev = link_to(&chooser, "Development login").expect("dev link");
+    let res = browser.http.get(&dev).send().await.expect("choose");
+    let code = browser
+        .follow(&server, res, USER, PASSWORD, true)
+        .await
+        .code();
+    redeem(&server, &code, &p).await;
+    drop(upstream);
+}
+
+on_both_databases!(
+    upstream_login_issues_tokens_with_a_stable_subject,
+    sso_session_skips_the_provider_on_the_next_authorization,
+    claims_come_from_userinfo_when_the_id_token_has_none,
+    wrong_client_secret_ends_on_an_error_page,
+    cancelling_at_the_provider_ends_on_an_error_page,
+    provider_down_ends_on_an_error_page_quickly,
+    silent_provider_ends_on_an_error_page_within_the_timeout,
+    tampered_state_is_refused_and_the_genuine_answer_still_works,
+    callback_without_the_login_cookie_is_refused,
+    several_connectors_offer_a_choice_or_follow_the_email_domain,
+);
