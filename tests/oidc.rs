@@ -720,7 +720,209 @@ async fn several_connectors_offer_a_choice_or_follow_the_email_domain(db: Db) {
     drop(upstream);
 }
 
+// ---------------------------------------------------------------------------
+// An upstream ID token as a token-exchange subject: MCP enterprise-managed
+// authorization with the enterprise's own identity provider.
+// ---------------------------------------------------------------------------
+
+const AGENT: &str = "enterprise-agent";
+const AGENT_SECRET: &str = "enterprise-agent-secret-01";
+
+/// Plays a client of the provider itself (the connector's client, whose
+/// secret the test knows): signs `login` in and returns the provider's ID token.
+async fn upstream_id_token(server: &Server, issuer: &str, login: &str) -> String {
+    let p = pkce();
+    let callback = server.url("/callback/corp");
+    let mut start = url::Url::parse(&format!("{issuer}/auth")).unwrap();
+    start
+        .query_pairs_mut()
+        .append_pair("client_id", UPSTREAM_CLIENT)
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid email profile")
+        .append_pair("redirect_uri", &callback)
+        .append_pair("state", "s-1")
+        .append_pair("nonce", "n-1")
+        .append_pair("code_challenge", &p.challenge)
+        .append_pair("code_challenge_method", "S256");
+    let back = at_upstream(
+        &Browser::new(),
+        server,
+        start.as_str(),
+        login,
+        AtUpstream::SignInAndConsent,
+    )
+    .await;
+    let code = query_param(&back, "code").expect("code from the provider");
+    let res = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth(UPSTREAM_CLIENT, Some(UPSTREAM_SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &callback),
+            ("code_verifier", &p.verifier),
+        ])
+        .send()
+        .await
+        .expect("provider token endpoint");
+    let json: Value = res.json().await.expect("json");
+    json["id_token"]
+        .as_str()
+        .expect("id_token from the provider")
+        .to_string()
+}
+
+async fn upstream_id_token_is_exchanged_for_an_id_jag_and_redeemed(db: Db) {
+    let (mut server, _upstream) = start_pair(db, "", &[]).await;
+    let issuer = {
+        let cfg = std::fs::read_to_string(&server.config_path).unwrap();
+        let at = cfg.find("issuer = \"").unwrap() + "issuer = \"".len();
+        cfg[at..at + cfg[at..].find('"').unwrap()].to_string()
+    };
+    // The enterprise side (default tenant) may issue ID-JAGs for the MCP
+    // side (tenant `mcp`), which trusts it.
+    let mut cfg = std::fs::read_to_string(&server.config_path).unwrap();
+    let base = server.base.clone();
+    cfg.push_str(&format!(
+        r#"
+[[tenants.clients]]
+client_id = "{AGENT}"
+secret = "{AGENT_SECRET}"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+
+[[tenants.token_exchange]]
+clients = ["{AGENT}"]
+subject_token_types = ["urn:ietf:params:oauth:token-type:id_token"]
+resources = []
+audiences = ["{base}/t/mcp"]
+
+[[tenants]]
+id = "mcp"
+
+[[tenants.resources]]
+uri = "https://mcp.example.com/mcp"
+scopes = ["mcp:read"]
+
+[[tenants.clients]]
+client_id = "{AGENT}"
+secret = "{AGENT_SECRET}"
+grant_types = ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+
+[[tenants.trusted_issuers]]
+issuer = "{base}"
+jwks_uri = "{base}/jwks.json"
+"#
+    ));
+    std::fs::write(&server.config_path, cfg).unwrap();
+    server.restart().await;
+
+    let id_token = upstream_id_token(&server, &issuer, "alice").await;
+    assert_eq!(
+        jwt_claims(&id_token)["iss"],
+        issuer,
+        "a token of the upstream provider"
+    );
+    let exchange = |subject: String| {
+        let server = &server;
+        async move {
+            token_request(
+                server,
+                &[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("subject_token", &subject),
+                    (
+                        "subject_token_type",
+                        "urn:ietf:params:oauth:token-type:id_token",
+                    ),
+                    (
+                        "requested_token_type",
+                        "urn:ietf:params:oauth:token-type:id-jag",
+                    ),
+                    ("audience", &format!("{}/t/mcp", server.base)),
+                    ("resource", "https://mcp.example.com/mcp"),
+                    ("scope", "mcp:read"),
+                ],
+                Some((AGENT, AGENT_SECRET)),
+            )
+            .await
+        }
+    };
+    let (status, json) = exchange(id_token.clone()).await;
+    assert_eq!(status, 200, "{json}");
+    let jag = json["access_token"].as_str().unwrap().to_string();
+    let claims = jwt_claims(&jag);
+    assert_eq!(
+        claims["iss"], server.base,
+        "Gatehouse, the enterprise side, issues the ID-JAG"
+    );
+    assert_eq!(jwt_header(&jag)["typ"], "oauth-id-jag+jwt");
+    assert!(
+        claims["sub"].is_string() && claims["sub"] != jwt_claims(&id_token)["sub"],
+        "a broker subject"
+    );
+
+    let redeem = |assertion: String| {
+        let server = &server;
+        async move {
+            let res = reqwest::Client::new()
+                .post(server.url("/t/mcp/token"))
+                .basic_auth(AGENT, Some(AGENT_SECRET))
+                .form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", assertion.as_str()),
+                    ("resource", "https://mcp.example.com/mcp"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, tokens) = redeem(jag.clone()).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = jwt_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(access["aud"], "https://mcp.example.com/mcp");
+    assert_eq!(access["iss"], format!("{}/t/mcp", server.base));
+    let (status, replay) = redeem(jag).await;
+    assert_eq!(
+        (status, replay["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "replayed ID-JAG: {replay}"
+    );
+
+    // An ID token this tenant neither issued nor can verify upstream is refused.
+    let mut forged = id_token.clone();
+    forged.push('x');
+    let (status, json) = exchange(forged).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{json}"
+    );
+    let (status, json) = exchange(format!(
+        "{}.{}.sig",
+        "eyJhbGciOiJFUzI1NiJ9",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"iss":"https://unknown.example.com","sub":"x"}"#
+        )
+    ))
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "unknown upstream issuer: {json}"
+    );
+}
+
 on_both_databases!(
+    upstream_id_token_is_exchanged_for_an_id_jag_and_redeemed,
     upstream_login_issues_tokens_with_a_stable_subject,
     sso_session_skips_the_provider_on_the_next_authorization,
     claims_come_from_userinfo_when_the_id_token_has_none,

@@ -141,4 +141,16 @@ pub trait Connector: Send + Sync {
     ) -> Result<Identity, ConnectorError> {
         Err(ConnectorError::Unsupported("redirect login"))
     }
+
+    /// The upstream issuer whose tokens this connector can verify, if any.
+    fn issuer(&self) -> Option<&str> {
+        None
+    }
+
+    /// Verifies an ID token that the upstream issued and a client presents
+    /// (token exchange subject): signature against the upstream's keys,
+    /// `iss`, expiry, and an audience this connector accepts.
+    async fn verify_presented_id_token(&self, _token: &str) -> Result<Identity, ConnectorError> {
+        Err(ConnectorError::Unsupported("verifying presented ID tokens"))
+    }
 }

@@ -135,6 +135,11 @@ pub struct OidcSettings {
     pub timeout_secs: u64,
     #[serde(default)]
     pub token_endpoint_auth_method: TokenAuthMethod,
+    /// Audiences, besides `client_id`, of ID tokens that clients may present
+    /// to Gatehouse (token exchange, ID-JAG): typically the agents' client
+    /// ids at this provider.
+    #[serde(default)]
+    pub accepted_audiences: Vec<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -165,6 +170,7 @@ pub struct OidcConnector {
     userinfo: bool,
     timeout: Duration,
     upstream: Arc<Upstream>,
+    accepted_audiences: Vec<String>,
 }
 
 impl std::fmt::Debug for OidcConnector {
@@ -286,6 +292,7 @@ impl OidcConnector {
             userinfo: s.userinfo,
             timeout,
             upstream,
+            accepted_audiences: s.accepted_audiences,
         })
     }
 
@@ -492,6 +499,43 @@ impl OidcConnector {
         }
     }
 
+    /// Checks an ID token a client presents (not one from our own login):
+    /// no nonce to compare, and the audience may be the connector's own
+    /// client or one of `accepted_audiences`.
+    fn check_presented_id_token(
+        &self,
+        metadata: &CoreProviderMetadata,
+        token: &CoreIdToken,
+    ) -> Result<(), ClaimsVerificationError> {
+        let skew = chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS);
+        let verifier = CoreIdTokenVerifier::new_public_client(
+            self.client_id.clone(),
+            self.issuer.clone(),
+            metadata.jwks().clone(),
+        )
+        .set_allowed_algs(ALLOWED_ALGS)
+        .require_audience_match(false)
+        .set_time_fn(move || chrono::Utc::now() - skew)
+        .set_issue_time_verifier_fn(move |iat| {
+            if iat > chrono::Utc::now() + skew {
+                Err("it was issued in the future (check the clocks)".into())
+            } else {
+                Ok(())
+            }
+        });
+        let claims = token.claims(&verifier, |_: Option<&Nonce>| Ok(()))?;
+        let accepted = |aud: &str| {
+            aud == self.client_id.as_str() || self.accepted_audiences.iter().any(|a| a == aud)
+        };
+        if claims.audiences().iter().any(|a| accepted(a.as_str())) {
+            Ok(())
+        } else {
+            Err(ClaimsVerificationError::InvalidAudience(
+                "it was issued to a client this connector does not accept".into(),
+            ))
+        }
+    }
+
     async fn fetch_userinfo(
         &self,
         metadata: &CoreProviderMetadata,
@@ -596,6 +640,34 @@ impl OidcConnector {
 
 #[async_trait]
 impl Connector for OidcConnector {
+    fn issuer(&self) -> Option<&str> {
+        Some(self.issuer.as_str())
+    }
+
+    async fn verify_presented_id_token(&self, token: &str) -> Result<Identity, ConnectorError> {
+        let provider = self.upstream.discovered().await?;
+        let id_token: CoreIdToken = token
+            .parse()
+            .map_err(|_| ConnectorError::InvalidToken("it is not a JWT".into()))?;
+        match self.check_presented_id_token(&provider.metadata, &id_token) {
+            Ok(()) => {}
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => match self.upstream.refresh_jwks(&provider).await? {
+                Some(fresh) => self
+                    .check_presented_id_token(&fresh.metadata, &id_token)
+                    .map_err(id_token_error)?,
+                None => {
+                    return Err(ConnectorError::InvalidToken(
+                        "it is signed with a key the provider does not publish".into(),
+                    ))
+                }
+            },
+            Err(e) => return Err(id_token_error(e)),
+        }
+        self.identity(&raw_claims(token)?)
+    }
+
     fn id(&self) -> &str {
         &self.id
     }
