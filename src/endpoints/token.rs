@@ -28,6 +28,24 @@ pub struct TokenResponse {
     pub issued_token_type: Option<&'static str>,
 }
 
+impl TokenResponse {
+    /// A plain Bearer access token response: no refresh or ID token.
+    pub fn bearer(
+        access: crate::tokens::MintedAccessToken,
+        scope: &crate::oauth::scope::ScopeSet,
+    ) -> Self {
+        TokenResponse {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            scope: scope.to_string(),
+            refresh_token: None,
+            id_token: None,
+            issued_token_type: None,
+        }
+    }
+}
+
 impl IntoResponse for TokenResponse {
     fn into_response(self) -> Response {
         let mut res = axum::Json(self).into_response();

@@ -324,13 +324,5 @@ pub async fn grant(
         None,
         serde_json::json!({"issuer": claims.iss, "resource": target}),
     );
-    Ok(TokenResponse {
-        access_token: access.token,
-        token_type: "Bearer",
-        expires_in: access.expires_in,
-        scope: scope.to_string(),
-        refresh_token: None,
-        id_token: None,
-        issued_token_type: None,
-    })
+    Ok(TokenResponse::bearer(access, &scope))
 }

@@ -334,17 +334,12 @@ pub async fn grant(
         json!({"target": ex.target, "scope": scope.to_string(), "actor": params.contains("actor_token")}),
     );
     Ok(TokenResponse {
-        access_token: access.token,
-        token_type: "Bearer",
-        expires_in: access.expires_in,
-        scope: scope.to_string(),
-        refresh_token: None,
-        id_token: None,
         issued_token_type: Some(if ex.requested_type == TYPE_JWT {
             TYPE_JWT
         } else {
             TYPE_ACCESS_TOKEN
         }),
+        ..TokenResponse::bearer(access, &scope)
     })
 }
 
