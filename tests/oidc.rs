@@ -793,7 +793,7 @@ grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
 [[tenants.token_exchange]]
 clients = ["{AGENT}"]
 subject_token_types = ["urn:ietf:params:oauth:token-type:id_token"]
-resources = []
+resources = ["{MCP}"]
 audiences = ["{base}/t/mcp"]
 
 [[tenants]]
@@ -895,6 +895,36 @@ jwks_uri = "{base}/jwks.json"
         (400, Some("invalid_grant")),
         "replayed ID-JAG: {replay}"
     );
+
+    // The same upstream ID token exchanged for an access token to this
+    // tenant's own MCP server: the user's broker subject, the agent's client.
+    let (status, json) = token_request(
+        &server,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &id_token),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:id_token",
+            ),
+            ("resource", MCP),
+            ("scope", "mcp:read"),
+        ],
+        Some((AGENT, AGENT_SECRET)),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let access = jwt_claims(json["access_token"].as_str().unwrap());
+    assert_eq!(access["aud"], MCP);
+    assert_eq!(
+        access["sub"], claims["sub"],
+        "the same broker subject as in the ID-JAG"
+    );
+    assert_eq!(access["client_id"], AGENT);
+    assert_eq!(access["scope"], "mcp:read");
 
     // An ID token this tenant neither issued nor can verify upstream is refused.
     let mut forged = id_token.clone();

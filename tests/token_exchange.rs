@@ -529,7 +529,79 @@ async fn exchanged_refresh_token_dies_with_the_users_grant(db: Db) {
     );
 }
 
+/// The whole story: a program with no prior registration registers itself
+/// (DCR), logs the user in, and an agent exchanges the user's token, with
+/// its own actor token, for a narrower token to a second MCP server.
+async fn self_registered_client_login_then_agent_delegation(db: Db) {
+    let server = Server::start_with(db, &config()).await;
+    let res = reqwest::Client::new()
+        .post(server.url("/register"))
+        .json(&serde_json::json!({
+            "client_name": "Fresh MCP client",
+            "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let registered: Value = res.json().await.unwrap();
+    let client_id = registered["client_id"].as_str().unwrap();
+
+    let p = pkce();
+    let url = authorize_url(
+        &server,
+        client_id,
+        REDIRECT,
+        &p.challenge,
+        &[("scope", "mcp:read mcp:write")],
+    );
+    let code = Browser::new()
+        .authorize(&server, &url, USER, PASSWORD, true)
+        .await
+        .code();
+    let (status, tokens) = token_request(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client_id),
+            ("code_verifier", &p.verifier),
+            ("resource", MCP),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let user = tokens["access_token"].as_str().unwrap();
+    assert_eq!(jwt_claims(user)["client_id"], client_id);
+
+    let actor = agent_token(&server).await;
+    let (status, json) = exchange(
+        &server,
+        (AGENT, AGENT_SECRET),
+        &[
+            ("subject_token", user),
+            ("subject_token_type", AT),
+            ("actor_token", &actor),
+            ("actor_token_type", AT),
+            ("resource", SECOND),
+            ("scope", "mcp:read"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let claims = jwt_claims(json["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], SECOND);
+    assert_eq!(claims["scope"], "mcp:read");
+    assert_eq!(claims["sub"], jwt_claims(user)["sub"]);
+    assert_eq!(claims["act"]["sub"], AGENT);
+}
+
 on_both_databases!(
+    self_registered_client_login_then_agent_delegation,
     exchanged_refresh_token_dies_with_the_users_grant,
     delegated_token_names_the_agent_and_narrows,
     second_exchange_nests_the_act_chain,

@@ -71,7 +71,7 @@ fn check_policy<'t>(
 /// presenting it, or one an upstream identity provider of this tenant (a
 /// connector) issued, verified against that provider's keys. Returns the
 /// broker subject and the token's `auth_time`, if any.
-async fn check_id_token(
+pub(crate) async fn check_id_token(
     app: &AppState,
     tenant: &Tenant,
     client: &Client,
