@@ -714,7 +714,91 @@ async fn disabled_tenant_does_not_fetch(db: Db) {
     assert_eq!(docs.hits("/client.json"), 0);
 }
 
+/// The delegation story with a metadata-document client: it logs the user
+/// in, and an agent exchanges the user's token, with its own actor token,
+/// for a narrower token to a second MCP server.
+async fn metadata_document_client_login_then_agent_delegation(db: Db) {
+    const SECOND: &str = "https://second.example.com/mcp";
+    const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
+    let docs = DocServer::start().await;
+    let client_id = docs.url("/oauth/client.json");
+    docs.serve("/oauth/client.json", Reply::json(&document(&client_id)));
+    let config = base_config(&format!(
+        r#"
+[tenants.client_id_metadata]
+allow_loopback = true
+
+[[tenants.resources]]
+uri = "{SECOND}"
+scopes = ["mcp:read", "mcp:write"]
+
+[[tenants.clients]]
+client_id = "agent"
+secret = "agent-secret-0123456789"
+grant_types = ["client_credentials", "{TE}"]
+
+[[tenants.token_exchange]]
+clients = ["agent"]
+resources = ["{SECOND}"]
+"#
+    ));
+    let server = Server::start_with(db, &config).await;
+    let p = pkce();
+    let url = authorize_url(
+        &server,
+        &client_id,
+        REDIRECT,
+        &p.challenge,
+        &[("scope", "mcp:read mcp:write")],
+    );
+    let (_, to) = authorize_recording_consent(&server, &Browser::new(), &url).await;
+    let code = query_param(&to, "code").unwrap_or_else(|| panic!("no code in {to}"));
+    let (status, user) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &p.verifier),
+            ("resource", MCP),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{user}");
+    let agent = ("agent", "agent-secret-0123456789");
+    let (status, actor) = token_request(
+        &server,
+        &[("grant_type", "client_credentials"), ("resource", SECOND)],
+        Some(agent),
+    )
+    .await;
+    assert_eq!(status, 200, "{actor}");
+    let (status, delegated) = token_request(
+        &server,
+        &[
+            ("grant_type", TE),
+            ("subject_token", s(&user, "access_token")),
+            ("subject_token_type", AT),
+            ("actor_token", s(&actor, "access_token")),
+            ("actor_token_type", AT),
+            ("resource", SECOND),
+            ("scope", "mcp:read"),
+        ],
+        Some(agent),
+    )
+    .await;
+    assert_eq!(status, 200, "{delegated}");
+    let claims = jwt_claims(s(&delegated, "access_token"));
+    assert_eq!(claims["aud"], SECOND);
+    assert_eq!(claims["scope"], "mcp:read");
+    assert_eq!(claims["act"]["sub"], "agent");
+    assert_eq!(claims["sub"], jwt_claims(s(&user, "access_token"))["sub"]);
+}
+
 on_both_databases!(
+    metadata_document_client_login_then_agent_delegation,
     metadata_document_client_completes_a_login,
     private_key_jwt_document_client_authenticates_with_its_keys,
     unusable_documents_are_refused,
