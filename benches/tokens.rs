@@ -85,6 +85,7 @@ fn client_secrets(c: &mut Criterion) {
             grant_types: vec!["client_credentials".into()],
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            jwks_uri: None,
             resources: None,
             scopes: None,
             default_scopes: None,

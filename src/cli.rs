@@ -651,6 +651,7 @@ async fn clients(global: &GlobalArgs, cmd: ClientsCommand) -> Result<()> {
                 },
                 token_endpoint_auth_method: method,
                 jwks,
+                jwks_uri: None,
                 resources: opt(&a.resources),
                 scopes: opt(&a.scopes),
                 default_scopes: opt(&a.default_scopes),

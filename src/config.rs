@@ -101,6 +101,8 @@ pub struct ClientConfig {
     #[serde(default)]
     pub jwks: Option<serde_json::Value>,
     #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
     pub resources: Option<Vec<String>>,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
@@ -362,7 +364,7 @@ impl ClientConfig {
         let method = match self.token_endpoint_auth_method {
             Some(m) => m,
             None if has_secret => AuthMethod::ClientSecretBasic,
-            None if self.jwks.is_some() => AuthMethod::PrivateKeyJwt,
+            None if self.jwks.is_some() || self.jwks_uri.is_some() => AuthMethod::PrivateKeyJwt,
             None => AuthMethod::None,
         };
         let meta = ClientMetadata {
@@ -377,6 +379,7 @@ impl ClientConfig {
             }),
             token_endpoint_auth_method: method,
             jwks: self.jwks.clone(),
+            jwks_uri: self.jwks_uri.clone(),
             resources: self.resources.clone(),
             scopes: self.scopes.clone(),
             default_scopes: self.default_scopes.clone(),
@@ -426,8 +429,13 @@ pub fn validate_client(
             method.as_str()
         ));
     }
-    if method == AuthMethod::PrivateKeyJwt && meta.jwks.is_none() {
-        return Err("jwks: private_key_jwt needs the client's public keys".into());
+    if method == AuthMethod::PrivateKeyJwt && meta.jwks.is_none() && meta.jwks_uri.is_none() {
+        return Err(
+            "jwks: private_key_jwt needs the client's public keys (jwks or jwks_uri)".into(),
+        );
+    }
+    if meta.jwks.is_some() && meta.jwks_uri.is_some() {
+        return Err("jwks_uri: give jwks or jwks_uri, not both".into());
     }
     if method == AuthMethod::None && meta.allows_grant("client_credentials") {
         return Err(

@@ -357,8 +357,8 @@ async fn invalid_metadata_is_refused_with_the_right_error(db: Db) {
             "invalid_client_metadata",
         ),
         (
-            "jwks_uri",
-            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example.com/jwks.json"}),
+            "jwks_uri over plain http",
+            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://app.example.com/jwks.json"}),
             "invalid_client_metadata",
         ),
         (
@@ -739,3 +739,148 @@ on_both_databases!(
     registrations_per_address_are_limited,
     trusted_forwarded_for_limits_each_address,
 );
+
+mod jwks_uri {
+    use super::common::*;
+    use serde_json::{json, Value};
+
+    /// Serves `body` at /jwks.json on a loopback port; returns its URL.
+    async fn serve_jwks(body: Value) -> String {
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || async move { axum::Json(body) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        url
+    }
+
+    fn public_jwk(key: &p256::SecretKey) -> Value {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let point = key.public_key().to_encoded_point(false);
+        json!({
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+            "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+        })
+    }
+
+    fn assertion(key: &p256::SecretKey, client_id: &str, audience: &str) -> String {
+        use p256::pkcs8::EncodePrivateKey;
+        let der = key.to_pkcs8_der().unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = json!({
+            "iss": client_id, "sub": client_id, "aud": audience,
+            "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 60,
+        });
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    async fn register_with_jwks_uri(server: &Server, jwks_uri: &str) -> String {
+        let res = reqwest::Client::new()
+            .post(server.url("/register"))
+            .json(&json!({
+                "client_name": "Key-at-a-URL service",
+                "grant_types": ["client_credentials"],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks_uri": jwks_uri,
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        assert!(body.get("client_secret").is_none());
+        body["client_id"].as_str().unwrap().to_string()
+    }
+
+    async fn token_with(server: &Server, client_id: &str, assertion: &str) -> (u16, Value) {
+        token_request(
+            server,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion),
+                ("resource", MCP),
+            ],
+            None,
+        )
+        .await
+    }
+
+    async fn private_key_jwt_with_keys_at_jwks_uri_authenticates(db: Db) {
+        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let jwks_uri = serve_jwks(json!({ "keys": [public_jwk(&key)] })).await;
+        let config = base_config("\n[tenants.client_id_metadata]\nallow_loopback = true\n");
+        let server = Server::start_with(db, &config).await;
+        let client_id = register_with_jwks_uri(&server, &jwks_uri).await;
+        let (status, json) = token_with(
+            &server,
+            &client_id,
+            &assertion(&key, &client_id, &server.url("/token")),
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+        // Signed by another key with the same kid: refused.
+        let other = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let (status, json) = token_with(
+            &server,
+            &client_id,
+            &assertion(&other, &client_id, &server.url("/token")),
+        )
+        .await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{json}"
+        );
+    }
+
+    async fn jwks_uri_on_a_loopback_address_is_not_fetched_by_default(db: Db) {
+        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let jwks_uri = serve_jwks(json!({ "keys": [public_jwk(&key)] })).await;
+        let server = Server::start(db).await;
+        let client_id = register_with_jwks_uri(&server, &jwks_uri).await;
+        let (status, json) = token_with(
+            &server,
+            &client_id,
+            &assertion(&key, &client_id, &server.url("/token")),
+        )
+        .await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{json}"
+        );
+        assert!(
+            json["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("jwks_uri"),
+            "{json}"
+        );
+    }
+
+    crate::on_both_databases!(
+        private_key_jwt_with_keys_at_jwks_uri_authenticates,
+        jwks_uri_on_a_loopback_address_is_not_fetched_by_default
+    );
+}

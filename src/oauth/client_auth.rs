@@ -396,12 +396,9 @@ async fn verify_assertion(
     if !ASSERTION_ALGS.contains(&header.alg) {
         return Err(fail("signature algorithm not allowed"));
     }
-    let jwks: JwkSet = client
-        .meta
-        .jwks
-        .clone()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or_else(|| fail("the client has no usable registered keys"))?;
+    let jwks: JwkSet = client_keys(tenant, client, header.kid.as_deref())
+        .await
+        .map_err(|why| fail(&why))?;
     let candidates: Vec<_> = match &header.kid {
         Some(kid) => jwks
             .keys
@@ -455,4 +452,64 @@ async fn verify_assertion(
         return Err(fail("jti was already used"));
     }
     Ok(())
+}
+
+/// Keys fetched from clients' `jwks_uri`, and which URIs were fetched in the
+/// last 30 s (an unknown `kid` refetches at most that often).
+fn fetched_keys() -> &'static (Cache<String, JwkSet>, Cache<String, ()>) {
+    static CACHES: std::sync::OnceLock<(Cache<String, JwkSet>, Cache<String, ()>)> =
+        std::sync::OnceLock::new();
+    CACHES.get_or_init(|| {
+        (
+            Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+        )
+    })
+}
+
+/// The most a client's key set may weigh.
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+/// The client's public keys: registered inline, or fetched from its
+/// `jwks_uri` under the tenant's address policy (no redirects, bounded size
+/// and time, resolved addresses checked), cached five minutes.
+async fn client_keys(
+    tenant: &Tenant,
+    client: &Client,
+    kid: Option<&str>,
+) -> Result<JwkSet, String> {
+    if let Some(jwks) = &client.meta.jwks {
+        return serde_json::from_value(jwks.clone())
+            .map_err(|_| "the client's registered keys are unusable".to_string());
+    }
+    let Some(uri) = &client.meta.jwks_uri else {
+        return Err("the client has no registered keys".into());
+    };
+    let (keys, recent) = fetched_keys();
+    if let Some(cached) = keys.get(uri).await {
+        let has_kid = kid.is_none_or(|k| cached.find(k).is_some());
+        if has_kid || recent.get(uri).await.is_some() {
+            return Ok(cached);
+        }
+    }
+    use super::client_metadata_document as fetch;
+    let policy = &tenant.settings.client_id_metadata;
+    let url = fetch::check_client_id_url(uri, policy).map_err(|e| format!("jwks_uri: {}", e.0))?;
+    let addrs = fetch::resolve_checked(&url, policy)
+        .await
+        .map_err(|e| format!("jwks_uri: {}", e.0))?;
+    let got = fetch::fetch_limited(&url, &addrs, MAX_JWKS_BYTES, "the client's jwks_uri")
+        .await
+        .map_err(|e| e.0)?;
+    let set: JwkSet = serde_json::from_slice(&got.body)
+        .map_err(|_| "the client's jwks_uri is not a JWK Set".to_string())?;
+    keys.insert(uri.clone(), set.clone()).await;
+    recent.insert(uri.clone(), ()).await;
+    Ok(set)
 }

@@ -407,13 +407,25 @@ pub fn cache_lifetime(headers: &HeaderMap) -> Option<Duration> {
         .then(|| Duration::from_secs(seconds).clamp(MIN_CACHE_LIFETIME, MAX_CACHE_LIFETIME))
 }
 
-struct Downloaded {
-    body: Vec<u8>,
-    lifetime: Option<Duration>,
+pub struct Downloaded {
+    pub body: Vec<u8>,
+    pub lifetime: Option<Duration>,
 }
 
 /// GETs the document from exactly the checked addresses.
 async fn download(url: &Url, addrs: &[SocketAddr]) -> Result<Downloaded, DocumentError> {
+    fetch_limited(url, addrs, MAX_DOCUMENT_BYTES, "the metadata document").await
+}
+
+/// GETs `url` from exactly the checked `addrs`: no redirects, no proxy, a
+/// bounded time, at most `max_bytes` (enforced while reading). `what` names
+/// the thing in error messages. Also used for clients' `jwks_uri`.
+pub async fn fetch_limited(
+    url: &Url,
+    addrs: &[SocketAddr],
+    max_bytes: usize,
+    what: &str,
+) -> Result<Downloaded, DocumentError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -427,7 +439,7 @@ async fn download(url: &Url, addrs: &[SocketAddr]) -> Result<Downloaded, Documen
     }
     let http = builder
         .build()
-        .map_err(|_| refuse("the metadata document could not be fetched"))?;
+        .map_err(|_| refuse(format!("{what} could not be fetched")))?;
     let mut res = http
         .get(url.clone())
         .header(ACCEPT, "application/json")
@@ -435,35 +447,28 @@ async fn download(url: &Url, addrs: &[SocketAddr]) -> Result<Downloaded, Documen
         .await
         .map_err(|e| {
             refuse(if e.is_timeout() {
-                "fetching the metadata document timed out"
+                format!("fetching {what} timed out")
             } else if e.is_connect() {
-                "could not connect to the metadata document's host"
+                format!("could not connect to the host of {what}")
             } else {
-                "the metadata document could not be fetched"
+                format!("{what} could not be fetched")
             })
         })?;
     let status = res.status();
     if status.is_redirection() {
         return Err(refuse(format!(
-            "the metadata document URL answered with a redirect (HTTP {}); redirects are not followed",
+            "the URL of {what} answered with a redirect (HTTP {}); redirects are not followed",
             status.as_u16()
         )));
     }
     if status != StatusCode::OK {
         return Err(refuse(format!(
-            "the metadata document URL answered HTTP {}; a document must be served with 200 OK",
+            "the URL of {what} answered HTTP {}; it must be served with 200 OK",
             status.as_u16()
         )));
     }
-    let too_large = || {
-        refuse(format!(
-            "the metadata document is larger than {MAX_DOCUMENT_BYTES} bytes"
-        ))
-    };
-    if res
-        .content_length()
-        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-    {
+    let too_large = || refuse(format!("{what} is larger than {max_bytes} bytes"));
+    if res.content_length().is_some_and(|n| n > max_bytes as u64) {
         return Err(too_large());
     }
     let lifetime = cache_lifetime(res.headers());
@@ -471,16 +476,14 @@ async fn download(url: &Url, addrs: &[SocketAddr]) -> Result<Downloaded, Documen
     loop {
         match res.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                if body.len() + chunk.len() > max_bytes {
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) if e.is_timeout() => {
-                return Err(refuse("fetching the metadata document timed out"))
-            }
-            Err(_) => return Err(refuse("the metadata document could not be read")),
+            Err(e) if e.is_timeout() => return Err(refuse(format!("fetching {what} timed out"))),
+            Err(_) => return Err(refuse(format!("{what} could not be read"))),
         }
     }
     Ok(Downloaded { body, lifetime })

@@ -119,6 +119,8 @@ pub struct RegisteredMetadata {
     pub software_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
 }
 
 impl RegisteredMetadata {
@@ -141,6 +143,7 @@ impl RegisteredMetadata {
             grant_types: self.grant_types.clone(),
             token_endpoint_auth_method: self.token_endpoint_auth_method,
             jwks: self.jwks.clone(),
+            jwks_uri: self.jwks_uri.clone(),
             resources: None,
             scopes: None,
             default_scopes: (!defaults.is_empty()).then_some(defaults),
@@ -167,6 +170,7 @@ pub struct Draft {
     pub response_types: Vec<String>,
     pub method: Option<AuthMethod>,
     pub jwks: Option<Value>,
+    pub jwks_uri: Option<String>,
     pub redirect_uris: Vec<String>,
     pub application_type: Option<ApplicationType>,
     pub scope: Option<String>,
@@ -225,6 +229,7 @@ pub fn validate(body: &Value, policy: &Policy<'_>) -> MetadataResult<RegisteredM
         software_id: d.software_id,
         software_version: d.software_version,
         jwks: d.jwks,
+        jwks_uri: d.jwks_uri,
     })
 }
 
@@ -417,27 +422,57 @@ pub fn check_auth_method(
     Ok(())
 }
 
-/// `jwks` / `jwks_uri`: keys are accepted inline only; `private_key_jwt`
-/// needs them; only public keys may be registered.
+/// `jwks` / `jwks_uri` (RFC 7591 §2: one or the other): the public keys for
+/// `private_key_jwt`, inline or at an https URL (http only on a loopback
+/// host; the tenant's address policy applies when the keys are fetched).
 pub fn check_keys(doc: &Map<String, Value>, _: &Policy<'_>, d: &mut Draft) -> MetadataResult<()> {
-    if field(doc, "jwks_uri").is_some() {
-        return Err(MetadataError::metadata(
-            "jwks_uri is not supported; register the public keys inline as jwks",
-        ));
-    }
-    match field(doc, "jwks") {
-        Some(jwks) => {
+    match (field(doc, "jwks"), field(doc, "jwks_uri")) {
+        (Some(_), Some(_)) => {
+            return Err(MetadataError::metadata(
+                "jwks and jwks_uri must not both be given",
+            ));
+        }
+        (Some(jwks), None) => {
             check_jwks(jwks)?;
             d.jwks = Some(jwks.clone());
         }
-        None if d.method == Some(AuthMethod::PrivateKeyJwt) => {
+        (None, Some(uri)) => {
+            let uri = uri
+                .as_str()
+                .ok_or_else(|| MetadataError::metadata("jwks_uri must be a string"))?;
+            check_jwks_uri(uri)?;
+            d.jwks_uri = Some(uri.to_string());
+        }
+        (None, None) if d.method == Some(AuthMethod::PrivateKeyJwt) => {
             return Err(MetadataError::metadata(
-                "jwks: private_key_jwt needs the client's public keys in jwks",
+                "jwks: private_key_jwt needs the client's public keys (jwks or jwks_uri)",
             ));
         }
-        None => {}
+        (None, None) => {}
+    }
+    if (d.jwks.is_some() || d.jwks_uri.is_some()) && d.method != Some(AuthMethod::PrivateKeyJwt) {
+        return Err(MetadataError::metadata(
+            "jwks/jwks_uri are only for token_endpoint_auth_method private_key_jwt",
+        ));
     }
     Ok(())
+}
+
+fn check_jwks_uri(uri: &str) -> MetadataResult<()> {
+    let bad = |why: &str| MetadataError::metadata(format!("jwks_uri {why}"));
+    let url = url::Url::parse(uri).map_err(|_| bad("is not an absolute URL"))?;
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must have no fragment and no user information"));
+    }
+    let loopback = matches!(
+        url.host_str(),
+        Some("127.0.0.1") | Some("[::1]") | Some("localhost")
+    );
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(bad("must be https")),
+    }
 }
 
 /// Members that only a private or symmetric key has.
@@ -817,13 +852,38 @@ mod tests {
     }
 
     #[test]
-    fn jwks_uri_is_refused_with_a_hint() {
-        let e = err(json!({
+    fn jwks_uri_is_accepted_for_private_key_jwt() {
+        let m = run(json!({
             "grant_types": ["client_credentials"],
             "token_endpoint_auth_method": "private_key_jwt",
             "jwks_uri": "https://app.example.com/jwks.json"
+        }))
+        .expect("accepted");
+        assert_eq!(
+            m.jwks_uri.as_deref(),
+            Some("https://app.example.com/jwks.json")
+        );
+    }
+
+    #[test]
+    fn jwks_uri_over_plain_http_is_refused() {
+        let e = err(json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": "http://app.example.com/jwks.json"
         }));
-        assert!(e.description.contains("inline"), "{e}");
+        assert!(e.description.contains("https"), "{e}");
+    }
+
+    #[test]
+    fn jwks_and_jwks_uri_together_are_refused() {
+        let e = err(json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": "https://app.example.com/jwks.json",
+            "jwks": {"keys": []}
+        }));
+        assert!(e.description.contains("both"), "{e}");
     }
 
     #[test]

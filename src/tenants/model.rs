@@ -324,9 +324,13 @@ pub struct ClientMetadata {
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<String>,
     pub token_endpoint_auth_method: AuthMethod,
-    /// Public keys for private_key_jwt.
+    /// Public keys for private_key_jwt…
     #[serde(default)]
     pub jwks: Option<serde_json::Value>,
+    /// …or where they are published (fetched with the tenant's address
+    /// policy, cached five minutes, fetched again on an unknown `kid`).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
     /// Resources this client may get tokens for; `None` means any of the tenant's.
     #[serde(default)]
     pub resources: Option<Vec<String>>,
