@@ -492,9 +492,11 @@ async fn client_keys(
         return Err("the client has no registered keys".into());
     };
     let (keys, recent) = fetched_keys();
-    if let Some(cached) = keys.get(uri).await {
+    // Per tenant: each tenant's address policy decides what may be fetched.
+    let cache_key = format!("{}\n{uri}", tenant.id);
+    if let Some(cached) = keys.get(&cache_key).await {
         let has_kid = kid.is_none_or(|k| cached.find(k).is_some());
-        if has_kid || recent.get(uri).await.is_some() {
+        if has_kid || recent.get(&cache_key).await.is_some() {
             return Ok(cached);
         }
     }
@@ -509,7 +511,7 @@ async fn client_keys(
         .map_err(|e| e.0)?;
     let set: JwkSet = serde_json::from_slice(&got.body)
         .map_err(|_| "the client's jwks_uri is not a JWK Set".to_string())?;
-    keys.insert(uri.clone(), set.clone()).await;
-    recent.insert(uri.clone(), ()).await;
+    keys.insert(cache_key.clone(), set.clone()).await;
+    recent.insert(cache_key, ()).await;
     Ok(set)
 }
