@@ -1115,14 +1115,24 @@ mod tests {
     }
 
     #[test]
-    fn private_key_jwt_needs_inline_keys() {
+    fn private_key_jwt_needs_keys_inline_or_at_an_https_url() {
         let e = refused(json!({"token_endpoint_auth_method": "private_key_jwt"}));
         assert!(e.contains("jwks"), "{e}");
         let e = refused(json!({
             "token_endpoint_auth_method": "private_key_jwt",
-            "jwks_uri": "https://app.example.com/jwks.json"
+            "jwks_uri": "http://app.example.com/jwks.json"
         }));
-        assert!(e.contains("jwks"), "{e}");
+        assert!(e.contains("https"), "{e}");
+        let m = metadata_from_document(
+            URL,
+            &doc(json!({
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks_uri": "https://app.example.com/jwks.json"
+            })),
+            &scopes(),
+        )
+        .unwrap();
+        assert_eq!(m.jwks_uri.as_deref(), Some("https://app.example.com/jwks.json"));
         let m = metadata_from_document(
             URL,
             &doc(json!({
