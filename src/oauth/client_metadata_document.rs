@@ -1132,7 +1132,10 @@ mod tests {
             &scopes(),
         )
         .unwrap();
-        assert_eq!(m.jwks_uri.as_deref(), Some("https://app.example.com/jwks.json"));
+        assert_eq!(
+            m.jwks_uri.as_deref(),
+            Some("https://app.example.com/jwks.json")
+        );
         let m = metadata_from_document(
             URL,
             &doc(json!({
