@@ -4,7 +4,10 @@
 //! connector; an OIDC code or SAML response for enterprise IdPs) into an
 //! [`Identity`]. The broker maps that identity to its own stable subject.
 
+pub mod auth0;
+pub mod cognito;
 pub mod dev;
+pub mod entra;
 pub mod oidc;
 
 use std::collections::BTreeMap;

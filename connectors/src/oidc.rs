@@ -158,7 +158,40 @@ struct Kept {
     pkce_verifier: String,
 }
 
+/// Behaviour a provider preset (Entra ID, Cognito, Auth0) layers over the
+/// generic connector: its own checks on the validated claims and its mapping.
+pub trait Preset: Send + Sync {
+    /// The connector type reported to the broker ("entra", ...).
+    fn kind(&self) -> &'static str;
+    /// True when the preset checks `iss` itself in [`Preset::apply`] (the
+    /// issuer is not one fixed string, as for multi-tenant Entra ID); the
+    /// generic exact `iss` check is then skipped.
+    fn checks_issuer(&self) -> bool {
+        false
+    }
+    /// Called after the ID token was validated and mapped: further checks
+    /// (refusing the sign-in) and further mapping.
+    fn apply(
+        &self,
+        claims: &Map<String, Value>,
+        identity: &mut Identity,
+    ) -> Result<(), ConnectorError>;
+}
+
+/// Where a preset's provider metadata comes from, when it is not simply
+/// `{issuer}/.well-known/openid-configuration` naming `issuer`.
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    /// The URL the discovery document lives under (its
+    /// `/.well-known/openid-configuration` is appended).
+    pub base: Option<String>,
+    /// The issuer the discovery document must name (for example the
+    /// `{tenantid}` template of multi-tenant Entra ID).
+    pub expected_issuer: Option<String>,
+}
+
 pub struct OidcConnector {
+    preset: Option<Arc<dyn Preset>>,
     id: String,
     display_name: String,
     issuer: IssuerUrl,
@@ -194,6 +227,45 @@ impl OidcConnector {
         let settings: OidcSettings = serde_json::from_value(Value::Object(settings.clone()))
             .map_err(|e| ConnectorError::Config(e.to_string()))?;
         Self::new(id, display_name, settings, |name| std::env::var(name).ok())
+    }
+
+    /// Builds a preset connector: `s.issuer` is the issuer ID tokens carry
+    /// (or, when the preset checks `iss` itself, the issuer as the provider
+    /// documents it); `discovery` says where metadata comes from.
+    pub fn with_preset(
+        id: &str,
+        display_name: Option<&str>,
+        s: OidcSettings,
+        env: impl Fn(&str) -> Option<String>,
+        discovery: Discovery,
+        preset: Arc<dyn Preset>,
+    ) -> Result<Self, ConnectorError> {
+        let issuer_text = s.issuer.clone();
+        let base = discovery.base.clone();
+        let mut c = Self::new(id, display_name, s, env)?;
+        if base.is_some() || discovery.expected_issuer.is_some() {
+            let base = base.unwrap_or(issuer_text.clone());
+            let base = IssuerUrl::new(base.clone()).map_err(|e| {
+                ConnectorError::Config(format!("discovery URL '{base}' is not a URL ({e})"))
+            })?;
+            let expected = discovery.expected_issuer.unwrap_or(issuer_text);
+            c.upstream = Upstream::shared_with(&base, Some(expected), c.timeout)?;
+        }
+        c.preset = Some(preset);
+        Ok(c)
+    }
+
+    fn preset_checks_issuer(&self) -> bool {
+        self.preset.as_ref().is_some_and(|p| p.checks_issuer())
+    }
+
+    /// The generic mapping, then the preset's.
+    fn mapped(&self, claims: &Map<String, Value>) -> Result<Identity, ConnectorError> {
+        let mut identity = self.identity(claims)?;
+        if let Some(preset) = &self.preset {
+            preset.apply(claims, &mut identity)?;
+        }
+        Ok(identity)
     }
 
     /// Like [`OidcConnector::from_settings`], with the environment lookup
@@ -278,6 +350,7 @@ impl OidcConnector {
         let timeout = Duration::from_secs(s.timeout_secs);
         let upstream = Upstream::shared(&issuer, timeout)?;
         Ok(Self {
+            preset: None,
             id: id.to_string(),
             display_name: display_name.unwrap_or("Single sign-on").to_string(),
             issuer,
@@ -363,7 +436,7 @@ impl OidcConnector {
         }
         // RFC 9207: when the provider says who it is, it must be ours.
         if let Some(iss) = params.get("iss") {
-            if iss.as_str() != self.issuer.as_str() {
+            if iss.as_str() != self.issuer.as_str() && !self.preset_checks_issuer() {
                 return Err(ConnectorError::InvalidCallback(
                     "it comes from a different identity provider (iss does not match)".into(),
                 ));
@@ -430,7 +503,7 @@ impl OidcConnector {
                 }
             }
         }
-        self.identity(&claims)
+        self.mapped(&claims)
     }
 
     /// Validates the ID token; returns all its claims. An unknown signing key
@@ -473,6 +546,7 @@ impl OidcConnector {
             metadata.jwks().clone(),
         )
         .set_allowed_algs(ALLOWED_ALGS)
+        .require_issuer_match(!self.preset_checks_issuer())
         // Other audiences are allowed only when `azp` names us (below).
         .set_other_audience_verifier_fn(|_| true)
         // Expired means `exp` more than the allowed skew in the past.
@@ -514,6 +588,7 @@ impl OidcConnector {
             metadata.jwks().clone(),
         )
         .set_allowed_algs(ALLOWED_ALGS)
+        .require_issuer_match(!self.preset_checks_issuer())
         .require_audience_match(false)
         .set_time_fn(move || chrono::Utc::now() - skew)
         .set_issue_time_verifier_fn(move |iat| {
@@ -665,7 +740,7 @@ impl Connector for OidcConnector {
             },
             Err(e) => return Err(id_token_error(e)),
         }
-        self.identity(&raw_claims(token)?)
+        self.mapped(&raw_claims(token)?)
     }
 
     fn id(&self) -> &str {
@@ -673,7 +748,7 @@ impl Connector for OidcConnector {
     }
 
     fn kind(&self) -> &'static str {
-        "oidc"
+        self.preset.as_ref().map_or("oidc", |p| p.kind())
     }
 
     fn display_name(&self) -> &str {
@@ -879,6 +954,8 @@ struct Discovered {
 /// client (no redirects, bounded time), metadata and keys.
 struct Upstream {
     issuer: IssuerUrl,
+    /// The issuer the discovery document must name, when not `issuer`.
+    expected: Option<String>,
     http: reqwest::Client,
     timeout: Duration,
     current: RwLock<Option<Arc<Discovered>>>,
@@ -892,7 +969,20 @@ static UPSTREAMS: LazyLock<Registry> = LazyLock::new(|| Mutex::new(HashMap::new(
 
 impl Upstream {
     fn shared(issuer: &IssuerUrl, timeout: Duration) -> Result<Arc<Upstream>, ConnectorError> {
-        let key = format!("{}\n{}", issuer.as_str(), timeout.as_secs());
+        Self::shared_with(issuer, None, timeout)
+    }
+
+    fn shared_with(
+        issuer: &IssuerUrl,
+        expected: Option<String>,
+        timeout: Duration,
+    ) -> Result<Arc<Upstream>, ConnectorError> {
+        let key = format!(
+            "{}\n{}\n{}",
+            issuer.as_str(),
+            expected.as_deref().unwrap_or(""),
+            timeout.as_secs()
+        );
         let mut all = UPSTREAMS.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = all.get(&key) {
             return Ok(found.clone());
@@ -908,6 +998,7 @@ impl Upstream {
             .map_err(|e| ConnectorError::Config(format!("HTTP client: {e}")))?;
         let upstream = Arc::new(Upstream {
             issuer: issuer.clone(),
+            expected,
             http,
             timeout,
             current: RwLock::new(None),
@@ -946,7 +1037,13 @@ impl Upstream {
         {
             return Ok(d.clone());
         }
-        match CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await {
+        let fetched = match &self.expected {
+            None => CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+                .await
+                .map_err(|e| discovery_error(e, "discovery document or key set", self.timeout)),
+            Some(expected) => self.discover_expecting(expected).await,
+        };
+        match fetched {
             Ok(metadata) => {
                 let d = Arc::new(Discovered {
                     metadata,
@@ -955,17 +1052,65 @@ impl Upstream {
                 self.store(d.clone());
                 Ok(d)
             }
-            Err(e) => {
-                let e = discovery_error(e, "discovery document or key set", self.timeout);
-                match stale {
-                    Some(d) => {
-                        tracing::warn!(issuer = %self.issuer.as_str(), error = %e, "OIDC discovery refresh failed; using the previous metadata");
-                        Ok(d)
-                    }
-                    None => Err(e),
+            Err(e) => match stale {
+                Some(d) => {
+                    tracing::warn!(issuer = %self.issuer.as_str(), error = %e, "OIDC discovery refresh failed; using the previous metadata");
+                    Ok(d)
                 }
-            }
+                None => Err(e),
+            },
         }
+    }
+
+    /// Discovery whose document names `expected` rather than the URL it was
+    /// fetched from (Entra ID's v1 issuer, its `{tenantid}` template).
+    async fn discover_expecting(
+        &self,
+        expected: &str,
+    ) -> Result<CoreProviderMetadata, ConnectorError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.as_str().trim_end_matches('/')
+        );
+        let res = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| unreachable(&e, self.timeout))?;
+        let status = res.status();
+        if !status.is_success() {
+            return Err(ConnectorError::Upstream(format!(
+                "its discovery document answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| unreachable(&e, self.timeout))?;
+        let metadata: CoreProviderMetadata = serde_json::from_slice(&body).map_err(|_| {
+            ConnectorError::Upstream(
+                "its discovery document is not valid JSON of the expected shape".into(),
+            )
+        })?;
+        let named = metadata
+            .issuer()
+            .as_str()
+            .replace("%7B", "{")
+            .replace("%7D", "}");
+        if named != expected {
+            return Err(ConnectorError::Upstream(format!(
+                "its discovery document is not valid: it names the issuer '{}', expected '{}'",
+                clean(&named, 200),
+                clean(expected, 200)
+            )));
+        }
+        let jwks: CoreJsonWebKeySet = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http)
+            .await
+            .map_err(|e| discovery_error(e, "key set", self.timeout))?;
+        Ok(metadata.set_jwks(jwks))
     }
 
     /// Refetches the key set after an unknown key id, at most once per
@@ -1625,6 +1770,54 @@ mod tests {
         let e = c.begin(CALLBACK).await.unwrap_err();
         assert!(matches!(e, ConnectorError::Upstream(_)), "{e:?}");
         assert!(e.to_string().contains("not valid"), "{e}");
+    }
+
+    struct AnyIssuer;
+
+    impl Preset for AnyIssuer {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn checks_issuer(&self) -> bool {
+            true
+        }
+        fn apply(
+            &self,
+            _claims: &Map<String, Value>,
+            _identity: &mut Identity,
+        ) -> Result<(), ConnectorError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn preset_discovery_accepts_only_the_expected_template_issuer() {
+        let k = key("k1");
+        let m = mock(&[&k]).await;
+        let template = "https://login.example.com/{tenantid}/v2.0";
+        *m.claimed_issuer.lock().unwrap() = Some(template.into());
+        let build = |expected: &str| {
+            let mut s = settings(&m.issuer);
+            s.issuer = expected.to_string();
+            OidcConnector::with_preset(
+                "corp",
+                None,
+                s,
+                |_| None,
+                Discovery {
+                    base: Some(m.issuer.clone()),
+                    expected_issuer: Some(expected.to_string()),
+                },
+                Arc::new(AnyIssuer),
+            )
+            .unwrap()
+        };
+        let c = build(template);
+        assert_eq!(c.kind(), "test");
+        c.begin(CALLBACK).await.unwrap();
+        let other = build("https://login.example.com/{tenantid}/v1.0");
+        let e = other.begin(CALLBACK).await.unwrap_err().to_string();
+        assert!(e.contains("names the issuer"), "{e}");
     }
 
     #[tokio::test]

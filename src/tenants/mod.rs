@@ -177,9 +177,23 @@ pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connect
                         })?;
                 out.push(Arc::new(connector));
             }
+            kind @ ("entra" | "cognito" | "auth0") => {
+                let build = match kind {
+                    "entra" => gatehouse_connectors::entra::from_settings,
+                    "cognito" => gatehouse_connectors::cognito::from_settings,
+                    _ => gatehouse_connectors::auth0::from_settings,
+                };
+                let connector = build(&c.id, c.display_name.as_deref(), &c.settings).map_err(
+                    |e| match e {
+                        ConnectorError::Config(m) => format!("connector '{}': {m}", c.id),
+                        other => format!("connector '{}': {other}", c.id),
+                    },
+                )?;
+                out.push(Arc::new(connector));
+            }
             other => {
                 return Err(format!(
-                    "connector '{}': unknown type '{other}' (supported: dev, oidc)",
+                    "connector '{}': unknown type '{other}' (supported: dev, oidc, entra, cognito, auth0)",
                     c.id
                 ))
             }

@@ -9,9 +9,21 @@
 //   UPSTREAM_CLAIMS_AT_USERINFO=1  put scope claims (email, name, groups) only in the
 //                            userinfo response, not in the ID token (the spec's default)
 //   UPSTREAM_ACCOUNTS        JSON object replacing the accounts below, by login name
+//   UPSTREAM_EXTRA_CLAIMS    JSON object merged into every account's claims; its keys
+//                            (and any non-standard account keys) are released in the
+//                            ID token with the openid scope (e.g. tid/oid, cognito:groups)
+//   UPSTREAM_ISSUER_PATH     path appended to the issuer (e.g. /<tid>/v2.0, Entra's
+//                            shape); the provider is served under that path
+//   UPSTREAM_TEMPLATE_DISCOVERY  path (e.g. /organizations/v2.0) whose
+//                            /.well-known/openid-configuration is the provider's own
+//                            document with UPSTREAM_TEMPLATE_FROM in the issuer
+//                            replaced by "{tenantid}" (Entra multi-tenant)
+//   UPSTREAM_TEMPLATE_FROM   the issuer part replaced there (e.g. the tid)
 //
 // The development login form accepts any password for a known login name.
 // Prints "ready" on stdout once listening.
+
+import http from 'node:http';
 
 import Provider from 'oidc-provider';
 
@@ -20,7 +32,8 @@ if (!Number.isInteger(port) || port <= 0) {
   console.error('UPSTREAM_PORT must be a port number');
   process.exit(2);
 }
-const issuer = `http://127.0.0.1:${port}`;
+const issuerPath = (process.env.UPSTREAM_ISSUER_PATH || '').replace(/\/$/, '');
+const issuer = `http://127.0.0.1:${port}${issuerPath}`;
 const redirectUris = (process.env.UPSTREAM_REDIRECT_URIS || '')
   .split(',')
   .map((s) => s.trim())
@@ -47,6 +60,17 @@ const accounts = process.env.UPSTREAM_ACCOUNTS
       },
     };
 
+const extraClaims = process.env.UPSTREAM_EXTRA_CLAIMS
+  ? JSON.parse(process.env.UPSTREAM_EXTRA_CLAIMS)
+  : {};
+const standardClaims = new Set(['sub', 'email', 'email_verified', 'name', 'groups']);
+const customClaims = new Set(Object.keys(extraClaims));
+for (const account of Object.values(accounts)) {
+  for (const key of Object.keys(account)) {
+    if (!standardClaims.has(key)) customClaims.add(key);
+  }
+}
+
 const configuration = {
   clients: [
     {
@@ -61,7 +85,7 @@ const configuration = {
   // Every authorization request must carry an S256 PKCE challenge.
   pkce: { required: () => true },
   claims: {
-    openid: ['sub'],
+    openid: ['sub', ...customClaims],
     email: ['email', 'email_verified'],
     profile: ['name'],
     groups: ['groups'],
@@ -77,14 +101,33 @@ const configuration = {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, ...account };
+        return { sub: id, ...extraClaims, ...account };
       },
     };
   },
 };
 
 const provider = new Provider(issuer, configuration);
-const server = provider.listen(port, '127.0.0.1', () => {
+const callback = provider.callback();
+const templateDiscovery = process.env.UPSTREAM_TEMPLATE_DISCOVERY
+  ? `${process.env.UPSTREAM_TEMPLATE_DISCOVERY.replace(/\/$/, '')}/.well-known/openid-configuration`
+  : null;
+const server = http.createServer(async (req, res) => {
+  if (templateDiscovery && req.url === templateDiscovery) {
+    const own = await fetch(`${issuer}/.well-known/openid-configuration`);
+    const doc = await own.json();
+    doc.issuer = doc.issuer.replace(process.env.UPSTREAM_TEMPLATE_FROM, '{tenantid}');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(doc));
+    return;
+  }
+  if (issuerPath && req.url.startsWith(`${issuerPath}/`)) {
+    req.originalUrl = req.url;
+    req.url = req.url.substring(issuerPath.length);
+  }
+  callback(req, res);
+});
+server.listen(port, '127.0.0.1', () => {
   console.log('ready');
 });
 

@@ -1,0 +1,623 @@
+//! The Entra ID, Cognito and Auth0 presets end to end: the same real
+//! OpenID Connect provider as tests/oidc.rs (tests/upstream/provider.mjs)
+//! plays each provider's shape through its environment switches (extra ID
+//! token claims, an issuer with a path, Entra's multi-tenant discovery
+//! document whose issuer is the `{tenantid}` template). Each login ends with
+//! a Gatehouse access token whose claims and /userinfo are checked.
+//! The preset-specific refusals that need a misbehaving provider are unit
+//! tests in connectors/src/entra.rs.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const UPSTREAM_CLIENT: &str = "gatehouse";
+const UPSTREAM_SECRET: &str = "gatehouse-upstream-secret-0123456789";
+
+// ---------------------------------------------------------------------------
+// The upstream provider process.
+// ---------------------------------------------------------------------------
+
+fn upstream_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream")
+}
+
+/// Installs oidc-provider once per test process when it is missing.
+fn install_upstream() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let dir = upstream_dir();
+    if !dir.join("node_modules/oidc-provider/package.json").exists() {
+        let out = Command::new("bash")
+            .arg(dir.join("setup.sh"))
+            .output()
+            .expect("run tests/upstream/setup.sh");
+        assert!(
+            out.status.success(),
+            "tests/upstream/setup.sh failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    *done = true;
+}
+
+/// A running oidc-provider on 127.0.0.1, killed on drop.
+struct Upstream {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    /// Starts the provider on `port` with Gatehouse's `callback` as the
+    /// client's redirect URI; `env` adds provider options.
+    fn start(port: u16, callback: &str, env: &[(&str, &str)]) -> Upstream {
+        install_upstream();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("upstream.log");
+        let mut cmd = Command::new("node");
+        cmd.arg(upstream_dir().join("provider.mjs"))
+            .env("UPSTREAM_PORT", port.to_string())
+            .env("UPSTREAM_REDIRECT_URIS", callback)
+            .env("UPSTREAM_CLIENT_ID", UPSTREAM_CLIENT)
+            .env("UPSTREAM_CLIENT_SECRET", UPSTREAM_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn node tests/upstream/provider.mjs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.trim() == "ready" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let upstream = Upstream {
+            child,
+            log,
+            _dir: dir,
+        };
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("the upstream provider did not start: {}", upstream.log());
+        }
+        upstream
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+// ---------------------------------------------------------------------------
+
+/// One tenant with the given connector tables, the demo MCP resource, the
+/// public client and the service client (for introspection).
+fn config(connectors: &str) -> String {
+    format!(
+        r#"
+[keys]
+algorithm = "ES256"
+
+[[tenants]]
+id = "default"
+display_name = "Test"
+
+{connectors}
+
+[[tenants.resources]]
+uri = "{MCP}"
+name = "Demo MCP server"
+scopes = ["mcp:read", "mcp:write"]
+default_scopes = ["mcp:read"]
+
+[[tenants.clients]]
+client_id = "{PUBLIC_CLIENT}"
+client_name = "Demo public client"
+redirect_uris = ["http://127.0.0.1/callback", "http://localhost/callback"]
+grant_types = ["authorization_code", "refresh_token"]
+token_endpoint_auth_method = "none"
+
+[[tenants.clients]]
+client_id = "{SERVICE_CLIENT}"
+client_name = "Demo service"
+secret = "{SERVICE_SECRET}"
+grant_types = ["client_credentials"]
+token_endpoint_auth_method = "client_secret_basic"
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Playing the user.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum AtUpstream {
+    SignInAndConsent,
+}
+
+fn html_attr_unescape(s: &str) -> String {
+    s.replace("&#x2F;", "/")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let start = html.find("action=\"")? + "action=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html_attr_unescape(&html[start..end]))
+}
+
+/// Walks the provider's development pages from `start` (the upstream
+/// authorization URL Gatehouse redirected to), signing in as `login`.
+/// Returns the URL the provider sends the browser back to.
+async fn at_upstream(
+    browser: &Browser,
+    server: &Server,
+    start: &str,
+    login: &str,
+    action: AtUpstream,
+) -> String {
+    let mut res = browser.http.get(start).send().await.expect("upstream");
+    for _ in 0..12 {
+        let here = res.url().clone();
+        let status = res.status().as_u16();
+        if (300..400).contains(&status) {
+            let to = here
+                .join(&location(&res))
+                .expect("redirect URL")
+                .to_string();
+            if to.starts_with(&server.base) {
+                return to;
+            }
+            res = browser.http.get(&to).send().await.expect("upstream");
+            continue;
+        }
+        let body = res.text().await.expect("body");
+        assert_eq!(status, 200, "upstream page {here}: {body}");
+        let action_url = |html: &str| {
+            here.join(&form_action(html).expect("form action"))
+                .expect("action URL")
+        };
+        if body.contains("name=\"login\"") {
+            assert!(action == AtUpstream::SignInAndConsent);
+            res = browser
+                .http
+                .post(action_url(&body))
+                .form(&[("prompt", "login"), ("login", login), ("password", "any")])
+                .send()
+                .await
+                .expect("upstream login");
+            continue;
+        }
+        if body.contains("value=\"consent\"") {
+            res = browser
+                .http
+                .post(action_url(&body))
+                .form(&[("prompt", "consent")])
+                .send()
+                .await
+                .expect("upstream consent");
+            continue;
+        }
+        panic!("unexpected upstream page {here}: {body}");
+    }
+    panic!("too many steps at the upstream provider");
+}
+
+/// /authorize for the public client up to the upstream authorization URL.
+async fn to_upstream(server: &Server, browser: &Browser, extra: &[(&str, &str)]) -> (String, Pkce) {
+    let p = pkce();
+    let url = authorize_url(server, PUBLIC_CLIENT, REDIRECT, &p.challenge, extra);
+    let out = browser.authorize(server, &url, "", "", true).await;
+    let Outcome::Redirect(upstream) = out else {
+        panic!("expected a redirect to the provider, got {out:?}");
+    };
+    assert!(
+        !upstream.starts_with(REDIRECT),
+        "sent to the client instead of the provider: {upstream}"
+    );
+    (upstream, p)
+}
+
+/// Back at Gatehouse's callback: follows through consent to the client.
+async fn back_at_gatehouse(server: &Server, browser: &Browser, callback: &str) -> Outcome {
+    let res = browser.http.get(callback).send().await.expect("callback");
+    browser.follow(server, res, "", "", true).await
+}
+
+async fn redeem(server: &Server, code: &str, p: &Pkce) -> Value {
+    let (status, json) = token_request(
+        server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", PUBLIC_CLIENT),
+            ("code_verifier", &p.verifier),
+            ("resource", MCP),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "token response: {json}");
+    json
+}
+
+/// A whole login at the provider as `login`; returns the token response.
+async fn login_upstream(
+    server: &Server,
+    upstream: &Upstream,
+    browser: &Browser,
+    login: &str,
+) -> Value {
+    let (start, p) = to_upstream(
+        server,
+        browser,
+        &[("scope", "openid email profile mcp:read")],
+    )
+    .await;
+    let callback = at_upstream(browser, server, &start, login, AtUpstream::SignInAndConsent).await;
+    let out = back_at_gatehouse(server, browser, &callback).await;
+    let code = match out {
+        Outcome::Redirect(u) => query_param(&u, "code")
+            .unwrap_or_else(|| panic!("no code in {u}; upstream log: {}", upstream.log())),
+        Outcome::Page(s, b) => panic!(
+            "page {s} instead of the client: {b}\nserver log: {}\nupstream log: {}",
+            server.log(),
+            upstream.log()
+        ),
+    };
+    redeem(server, &code, &p).await
+}
+
+async fn userinfo(server: &Server, access_token: &str) -> Value {
+    let res = reqwest::Client::new()
+        .get(server.url("/userinfo"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(res.status().as_u16(), 200);
+    res.json().await.expect("json")
+}
+
+fn error_page(out: Outcome) -> (u16, String) {
+    match out {
+        Outcome::Page(status, body) => {
+            assert!(
+                body.contains("id=\"error-message\""),
+                "not an error page ({status}): {body}"
+            );
+            (status, body)
+        }
+        Outcome::Redirect(u) => panic!("expected an error page, got a redirect to {u}"),
+    }
+}
+
+/// A Gatehouse whose connector table `connector(port)` is built for a
+/// provider on `port`, and that provider, started with `env`.
+async fn start_preset(
+    db: Db,
+    connector_id: &str,
+    connector: impl Fn(u16) -> String,
+    upstream_env: &[(&str, &str)],
+) -> (Server, Upstream) {
+    let port = free_port();
+    let server = Server::start_with(db, &config(&connector(port))).await;
+    let upstream = Upstream::start(
+        port,
+        &server.url(&format!("/callback/{connector_id}")),
+        upstream_env,
+    );
+    (server, upstream)
+}
+
+/// The upstream subject Gatehouse stored for its subject `sub`.
+async fn upstream_subject(server: &Server, sub: &str) -> (String, String) {
+    let store = gatehouse::store::connect(&server.database_url)
+        .await
+        .expect("store");
+    let rec = store
+        .get_identity_by_subject("default", sub)
+        .await
+        .expect("identity lookup")
+        .expect("identity stored");
+    (rec.connector_id, rec.upstream_subject)
+}
+
+/// A login that must end on Gatehouse's error page; returns its body.
+async fn refused_login(server: &Server, browser: &Browser, login: &str) -> String {
+    let (start, _) = to_upstream(
+        server,
+        browser,
+        &[("scope", "openid email profile mcp:read")],
+    )
+    .await;
+    let callback = at_upstream(browser, server, &start, login, AtUpstream::SignInAndConsent).await;
+    let (status, body) = error_page(back_at_gatehouse(server, browser, &callback).await);
+    // A rejected ID token is the provider's side of the sign-in: 502.
+    assert_eq!(status, 502, "{body}");
+    body
+}
+
+const TID: &str = "9f8e7d6c-1111-4222-8333-00000000abcd";
+const OTHER_TID: &str = "0a0a0a0a-2222-4333-8444-555555555555";
+
+fn entra_accounts() -> String {
+    serde_json::json!({
+        "alice": {
+            "email": "alice@contoso.example",
+            "name": "Alice Entra",
+            "groups": ["g-engineering", "g-admins"],
+            "oid": "00000000-0000-0000-aaaa-000000000001",
+        },
+        "bob": {
+            "email": "bob@contoso.example",
+            "name": "Bob Entra",
+            "oid": "00000000-0000-0000-aaaa-000000000002",
+            "_claim_names": { "groups": "src1" },
+        },
+    })
+    .to_string()
+}
+
+fn entra_connector(port: u16, tenant: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[tenants.connectors]]
+id = "entra"
+type = "entra"
+display_name = "Contoso"
+tenant = "{tenant}"
+authority = "http://127.0.0.1:{port}"
+client_id = "{UPSTREAM_CLIENT}"
+client_secret = "{UPSTREAM_SECRET}"
+scopes = ["openid", "email", "profile", "groups"]
+{extra}
+"#
+    )
+}
+
+async fn entra_single_tenant_login_maps_oid_tid_and_groups(db: Db) {
+    let accounts = entra_accounts();
+    let extra = serde_json::json!({ "tid": TID }).to_string();
+    let path = format!("/{TID}/v2.0");
+    let (server, upstream) = start_preset(
+        db,
+        "entra",
+        |port| entra_connector(port, TID, ""),
+        &[
+            ("UPSTREAM_ACCOUNTS", &accounts),
+            ("UPSTREAM_EXTRA_CLAIMS", &extra),
+            ("UPSTREAM_ISSUER_PATH", &path),
+        ],
+    )
+    .await;
+
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let access = tokens["access_token"].as_str().expect("access token");
+    let claims = jwt_claims(access);
+    assert_eq!(claims["iss"], server.base.as_str());
+    assert_eq!(claims["aud"], MCP);
+    let sub = claims["sub"].as_str().expect("sub").to_string();
+    let info = userinfo(&server, access).await;
+    assert_eq!(info["sub"], sub.as_str());
+    assert_eq!(info["email"], "alice@contoso.example", "{info}");
+    assert_eq!(info["name"], "Alice Entra", "{info}");
+    assert_eq!(
+        info["groups"],
+        serde_json::json!(["g-engineering", "g-admins"]),
+        "{info}"
+    );
+    assert_eq!(
+        upstream_subject(&server, &sub).await,
+        (
+            "entra".to_string(),
+            format!("{TID}:00000000-0000-0000-aaaa-000000000001")
+        )
+    );
+
+    // Groups overage: the sign-in works, the user simply has no groups here
+    // (the connector logs why).
+    let bob = login_upstream(&server, &upstream, &Browser::new(), "bob").await;
+    let bob_access = bob["access_token"].as_str().expect("token");
+    let bob_info = userinfo(&server, bob_access).await;
+    assert!(bob_info.get("groups").is_none(), "{bob_info}");
+    assert!(
+        server.log().contains("groups overage"),
+        "overage not reported: {}",
+        server.log()
+    );
+}
+
+async fn entra_multi_tenant_accepts_listed_tenants_through_the_template_issuer(db: Db) {
+    let accounts = entra_accounts();
+    let extra = serde_json::json!({ "tid": TID }).to_string();
+    let path = format!("/{TID}/v2.0");
+    let env = [
+        ("UPSTREAM_ACCOUNTS", accounts.as_str()),
+        ("UPSTREAM_EXTRA_CLAIMS", extra.as_str()),
+        ("UPSTREAM_ISSUER_PATH", path.as_str()),
+        ("UPSTREAM_TEMPLATE_DISCOVERY", "/organizations/v2.0"),
+        ("UPSTREAM_TEMPLATE_FROM", TID),
+    ];
+    let allowed = format!("allowed_tenants = [\"{OTHER_TID}\", \"{TID}\"]");
+    let (server, upstream) = start_preset(
+        db,
+        "entra",
+        |port| entra_connector(port, "organizations", &allowed),
+        &env,
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let access = tokens["access_token"].as_str().expect("access token");
+    let sub = jwt_claims(access)["sub"].as_str().expect("sub").to_string();
+    let info = userinfo(&server, access).await;
+    assert_eq!(
+        info["groups"],
+        serde_json::json!(["g-engineering", "g-admins"]),
+        "{info}"
+    );
+    assert_eq!(
+        upstream_subject(&server, &sub).await.1,
+        format!("{TID}:00000000-0000-0000-aaaa-000000000001")
+    );
+    drop(upstream);
+    drop(server);
+
+    // The same provider, but its tenant is not among the allowed ones.
+    let allowed = format!("allowed_tenants = [\"{OTHER_TID}\"]");
+    let (server, _upstream) = start_preset(
+        db,
+        "entra",
+        |port| entra_connector(port, "organizations", &allowed),
+        &env,
+    )
+    .await;
+    let body = refused_login(&server, &Browser::new(), "alice").await;
+    assert!(body.contains("allowed_tenants"), "{body}");
+    assert!(body.contains(TID), "{body}");
+}
+
+async fn cognito_login_maps_cognito_groups(db: Db) {
+    let accounts = serde_json::json!({
+        "alice": {
+            "email": "alice@pool.example",
+            "email_verified": true,
+            "name": "Alice Cognito",
+            "cognito:groups": ["readers", "writers"],
+            "token_use": "id",
+        },
+    })
+    .to_string();
+    let (server, upstream) = start_preset(
+        db,
+        "cognito",
+        |port| {
+            format!(
+                r#"
+[[tenants.connectors]]
+id = "cognito"
+type = "cognito"
+region = "eu-west-1"
+user_pool_id = "eu-west-1_TestPool1"
+domain = "auth.pool.example"
+issuer = "http://127.0.0.1:{port}"
+client_id = "{UPSTREAM_CLIENT}"
+client_secret = "{UPSTREAM_SECRET}"
+"#
+            )
+        },
+        &[("UPSTREAM_ACCOUNTS", &accounts)],
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let access = tokens["access_token"].as_str().expect("access token");
+    let claims = jwt_claims(access);
+    assert_eq!(claims["aud"], MCP);
+    let sub = claims["sub"].as_str().expect("sub").to_string();
+    let info = userinfo(&server, access).await;
+    assert_eq!(info["email"], "alice@pool.example", "{info}");
+    assert_eq!(info["email_verified"], true, "{info}");
+    assert_eq!(
+        info["groups"],
+        serde_json::json!(["readers", "writers"]),
+        "{info}"
+    );
+    assert_eq!(
+        upstream_subject(&server, &sub).await,
+        ("cognito".to_string(), "alice".to_string())
+    );
+}
+
+async fn auth0_maps_namespaced_claims_and_checks_the_organization(db: Db) {
+    let ns = "https://gatehouse.test/";
+    let accounts = serde_json::json!({
+        "alice": {
+            "email": "alice@acme.example",
+            "email_verified": true,
+            "name": "Alice Auth0",
+            format!("{ns}groups"): ["acme-staff"],
+            format!("{ns}roles"): ["editor"],
+            "org_id": "org_acme",
+        },
+        "bob": {
+            "email": "bob@other.example",
+            "name": "Bob Auth0",
+            format!("{ns}groups"): ["other-staff"],
+            "org_id": "org_other",
+        },
+    })
+    .to_string();
+    let (server, upstream) = start_preset(
+        db,
+        "auth0",
+        |port| {
+            format!(
+                r#"
+[[tenants.connectors]]
+id = "auth0"
+type = "auth0"
+domain = "acme.eu.auth0.com"
+issuer = "http://127.0.0.1:{port}"
+client_id = "{UPSTREAM_CLIENT}"
+client_secret = "{UPSTREAM_SECRET}"
+claims_namespace = "{ns}"
+allowed_organizations = ["org_acme"]
+"#
+            )
+        },
+        &[("UPSTREAM_ACCOUNTS", &accounts)],
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let access = tokens["access_token"].as_str().expect("access token");
+    let sub = jwt_claims(access)["sub"].as_str().expect("sub").to_string();
+    let info = userinfo(&server, access).await;
+    assert_eq!(info["email"], "alice@acme.example", "{info}");
+    assert_eq!(info["groups"], serde_json::json!(["acme-staff"]), "{info}");
+    assert_eq!(
+        upstream_subject(&server, &sub).await,
+        ("auth0".to_string(), "alice".to_string())
+    );
+
+    // Bob signs in through another organization: refused, in plain words.
+    let body = refused_login(&server, &Browser::new(), "bob").await;
+    assert!(body.contains("allowed_organizations"), "{body}");
+    assert!(body.contains("org_other"), "{body}");
+    assert!(body.contains("Auth0 organization"), "{body}");
+}
+
+on_both_databases!(
+    entra_single_tenant_login_maps_oid_tid_and_groups,
+    entra_multi_tenant_accepts_listed_tenants_through_the_template_issuer,
+    cognito_login_maps_cognito_groups,
+    auth0_maps_namespaced_claims_and_checks_the_organization,
+);
