@@ -84,9 +84,12 @@ pub fn from_settings(
     display_name: Option<&str>,
     settings: &Map<String, Value>,
 ) -> Result<OidcConnector, ConnectorError> {
-    let s: CognitoSettings = serde_json::from_value(Value::Object(settings.clone()))
-        .map_err(|e| ConnectorError::Config(e.to_string()))?;
-    new(id, display_name, s, |name| std::env::var(name).ok())
+    new(
+        id,
+        display_name,
+        crate::oidc::parse_settings(settings)?,
+        |name| std::env::var(name).ok(),
+    )
 }
 
 pub fn new(

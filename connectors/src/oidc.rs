@@ -99,6 +99,15 @@ impl Default for ClaimNames {
     }
 }
 
+/// A connector's settings table as its typed settings (every connector type
+/// reads its table this way; errors name the offending key).
+pub fn parse_settings<T: serde::de::DeserializeOwned>(
+    settings: &Map<String, Value>,
+) -> Result<T, ConnectorError> {
+    serde_json::from_value(Value::Object(settings.clone()))
+        .map_err(|e| ConnectorError::Config(e.to_string()))
+}
+
 /// How the client authenticates at the upstream token endpoint.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -224,9 +233,9 @@ impl OidcConnector {
         display_name: Option<&str>,
         settings: &Map<String, Value>,
     ) -> Result<Self, ConnectorError> {
-        let settings: OidcSettings = serde_json::from_value(Value::Object(settings.clone()))
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
-        Self::new(id, display_name, settings, |name| std::env::var(name).ok())
+        Self::new(id, display_name, parse_settings(settings)?, |name| {
+            std::env::var(name).ok()
+        })
     }
 
     /// Builds a preset connector: `s.issuer` is the issuer ID tokens carry

@@ -3,6 +3,8 @@
 //! and dropped afterwards), and drives the browser side over HTTP.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
