@@ -327,6 +327,7 @@ async fn apply_config(store: &DynStore, kek: &Kek, cfg: &FileConfig) -> Result<(
                 scopes: r.scopes.clone(),
                 default_scopes: r.default_scopes.clone(),
                 access_token_ttl: r.access_token_ttl,
+                access_token_format: r.access_token_format,
             };
             store
                 .upsert_resource(&ResourceRecord {
@@ -781,6 +782,7 @@ async fn resources(global: &GlobalArgs, cmd: ResourcesCommand) -> Result<()> {
                 scopes: scopes.clone(),
                 default_scopes: (!default_scopes.is_empty()).then(|| default_scopes.clone()),
                 access_token_ttl: None,
+                access_token_format: None,
             };
             let canon = crate::config::validate_resource(&rc)
                 .map_err(|e| anyhow!("--{}", e.replace('_', "-")))?;
@@ -789,6 +791,7 @@ async fn resources(global: &GlobalArgs, cmd: ResourcesCommand) -> Result<()> {
                 scopes,
                 default_scopes: rc.default_scopes,
                 access_token_ttl: None,
+                access_token_format: None,
             };
             store
                 .upsert_resource(&ResourceRecord {

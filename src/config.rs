@@ -76,6 +76,8 @@ pub struct ResourceConfig {
     pub default_scopes: Option<Vec<String>>,
     #[serde(default)]
     pub access_token_ttl: Option<i64>,
+    #[serde(default)]
+    pub access_token_format: Option<TokenFormat>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

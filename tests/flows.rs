@@ -1262,3 +1262,41 @@ mod hosted_resource_metadata {
         unknown_resource_metadata_is_404
     );
 }
+
+mod resource_token_format {
+    use super::common::*;
+
+    const OPAQUE_RS: &str = "https://opaque.example.com/mcp";
+
+    async fn a_resource_can_require_opaque_tokens(db: Db) {
+        let config = base_config(&format!(
+            "\n[[tenants.resources]]\nuri = \"{OPAQUE_RS}\"\nscopes = [\"op:read\"]\naccess_token_format = \"opaque\"\n"
+        ));
+        let server = Server::start_with(db, &config).await;
+        let token_for = |resource: &'static str| {
+            let server = &server;
+            async move {
+                let (status, json) = token_request(
+                    server,
+                    &[("grant_type", "client_credentials"), ("resource", resource)],
+                    Some((SERVICE_CLIENT, SERVICE_SECRET)),
+                )
+                .await;
+                assert_eq!(status, 200, "{json}");
+                json["access_token"].as_str().unwrap().to_string()
+            }
+        };
+        let opaque = token_for(OPAQUE_RS).await;
+        assert!(
+            !opaque.contains('.'),
+            "the resource asked for opaque tokens: {opaque}"
+        );
+        let intro = introspect(&server, &opaque).await;
+        assert_eq!(intro["active"], true);
+        assert_eq!(intro["aud"], OPAQUE_RS);
+        // The same client still gets JWTs for a resource that takes them.
+        assert_eq!(token_for(MCP).await.matches('.').count(), 2);
+    }
+
+    crate::on_both_databases!(a_resource_can_require_opaque_tokens);
+}

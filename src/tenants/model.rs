@@ -255,6 +255,10 @@ pub struct ResourceSettings {
     /// Overrides the tenant's access token lifetime for this resource.
     #[serde(default)]
     pub access_token_ttl: Option<i64>,
+    /// The token format this MCP server accepts: `opaque` when it can only
+    /// introspect. Takes precedence over the client's format.
+    #[serde(default)]
+    pub access_token_format: Option<TokenFormat>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -128,7 +128,16 @@ pub async fn mint_access_token(
         claims: None,
         expires_at: claims.exp,
     };
-    let token = match spec.format.unwrap_or(spec.client.meta.access_token_format) {
+    // An explicit request (token exchange asking for a JWT) wins, then what
+    // the resource accepts, then the client's setting.
+    let resource_format = tenant
+        .resource(spec.resource)
+        .and_then(|r| r.settings.access_token_format);
+    let format = spec
+        .format
+        .or(resource_format)
+        .unwrap_or(spec.client.meta.access_token_format);
+    let token = match format {
         TokenFormat::Jwt => tenant.keys.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| {
             OAuthError::server_error(format!("could not sign the access token: {e}"))
         })?,
