@@ -523,41 +523,25 @@ impl OidcConnector {
         token: &CoreIdToken,
         nonce: &Nonce,
     ) -> Result<Map<String, Value>, ConnectorError> {
-        match self.check_id_token(&provider.metadata, token, nonce) {
-            Ok(()) => {}
-            Err(ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            )) => match self.upstream.refresh_jwks(&provider).await? {
-                Some(fresh) => self
-                    .check_id_token(&fresh.metadata, token, nonce)
-                    .map_err(id_token_error)?,
-                None => {
-                    return Err(ConnectorError::InvalidToken(
-                        "it is signed with a key the provider does not publish".into(),
-                    ))
-                }
-            },
-            Err(e) => return Err(id_token_error(e)),
-        }
+        self.with_key_refresh(&provider, |metadata| {
+            self.check_id_token(metadata, token, nonce)
+        })
+        .await?;
         raw_claims(&token.to_string())
     }
 
-    fn check_id_token(
-        &self,
-        metadata: &CoreProviderMetadata,
-        token: &CoreIdToken,
-        nonce: &Nonce,
-    ) -> Result<(), ClaimsVerificationError> {
+    /// What every ID-token check shares: the provider's keys, asymmetric
+    /// algorithms only, the issuer (unless a preset checks it), and `exp`/`iat`
+    /// within the allowed skew.
+    fn base_verifier(&self, metadata: &CoreProviderMetadata) -> CoreIdTokenVerifier<'static> {
         let skew = chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS);
-        let verifier = CoreIdTokenVerifier::new_public_client(
+        CoreIdTokenVerifier::new_public_client(
             self.client_id.clone(),
             self.issuer.clone(),
             metadata.jwks().clone(),
         )
         .set_allowed_algs(ALLOWED_ALGS)
         .require_issuer_match(!self.preset_checks_issuer())
-        // Other audiences are allowed only when `azp` names us (below).
-        .set_other_audience_verifier_fn(|_| true)
         // Expired means `exp` more than the allowed skew in the past.
         .set_time_fn(move || chrono::Utc::now() - skew)
         .set_issue_time_verifier_fn(move |iat| {
@@ -566,7 +550,40 @@ impl OidcConnector {
             } else {
                 Ok(())
             }
-        });
+        })
+    }
+
+    /// Runs `check`; if the token is signed with a key the cached set lacks,
+    /// refetches the provider's keys (rate-limited) and runs it once more.
+    async fn with_key_refresh(
+        &self,
+        provider: &Arc<Discovered>,
+        check: impl Fn(&CoreProviderMetadata) -> Result<(), ClaimsVerificationError>,
+    ) -> Result<(), ConnectorError> {
+        match check(&provider.metadata) {
+            Ok(()) => Ok(()),
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => match self.upstream.refresh_jwks(provider).await? {
+                Some(fresh) => check(&fresh.metadata).map_err(id_token_error),
+                None => Err(ConnectorError::InvalidToken(
+                    "it is signed with a key the provider does not publish".into(),
+                )),
+            },
+            Err(e) => Err(id_token_error(e)),
+        }
+    }
+
+    fn check_id_token(
+        &self,
+        metadata: &CoreProviderMetadata,
+        token: &CoreIdToken,
+        nonce: &Nonce,
+    ) -> Result<(), ClaimsVerificationError> {
+        // Other audiences are allowed only when `azp` names us (below).
+        let verifier = self
+            .base_verifier(metadata)
+            .set_other_audience_verifier_fn(|_| true);
         let claims = token.claims(&verifier, nonce)?;
         let several = claims.audiences().len() > 1;
         match claims.authorized_party() {
@@ -590,23 +607,8 @@ impl OidcConnector {
         metadata: &CoreProviderMetadata,
         token: &CoreIdToken,
     ) -> Result<(), ClaimsVerificationError> {
-        let skew = chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS);
-        let verifier = CoreIdTokenVerifier::new_public_client(
-            self.client_id.clone(),
-            self.issuer.clone(),
-            metadata.jwks().clone(),
-        )
-        .set_allowed_algs(ALLOWED_ALGS)
-        .require_issuer_match(!self.preset_checks_issuer())
-        .require_audience_match(false)
-        .set_time_fn(move || chrono::Utc::now() - skew)
-        .set_issue_time_verifier_fn(move |iat| {
-            if iat > chrono::Utc::now() + skew {
-                Err("it was issued in the future (check the clocks)".into())
-            } else {
-                Ok(())
-            }
-        });
+        // The audience is checked below against the accepted list.
+        let verifier = self.base_verifier(metadata).require_audience_match(false);
         let claims = token.claims(&verifier, |_: Option<&Nonce>| Ok(()))?;
         let accepted = |aud: &str| {
             aud == self.client_id.as_str() || self.accepted_audiences.iter().any(|a| a == aud)
@@ -733,22 +735,10 @@ impl Connector for OidcConnector {
         let id_token: CoreIdToken = token
             .parse()
             .map_err(|_| ConnectorError::InvalidToken("it is not a JWT".into()))?;
-        match self.check_presented_id_token(&provider.metadata, &id_token) {
-            Ok(()) => {}
-            Err(ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            )) => match self.upstream.refresh_jwks(&provider).await? {
-                Some(fresh) => self
-                    .check_presented_id_token(&fresh.metadata, &id_token)
-                    .map_err(id_token_error)?,
-                None => {
-                    return Err(ConnectorError::InvalidToken(
-                        "it is signed with a key the provider does not publish".into(),
-                    ))
-                }
-            },
-            Err(e) => return Err(id_token_error(e)),
-        }
+        self.with_key_refresh(&provider, |metadata| {
+            self.check_presented_id_token(metadata, &id_token)
+        })
+        .await?;
         self.mapped(&raw_claims(token)?)
     }
 
