@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::*;
 
 pub const UPSTREAM_CLIENT: &str = "gatehouse";
@@ -142,4 +144,192 @@ grant_types = ["client_credentials"]
 token_endpoint_auth_method = "client_secret_basic"
 "#
     )
+}
+
+// ---------------------------------------------------------------------------
+// Playing the user.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum AtUpstream {
+    SignInAndConsent,
+    Cancel,
+}
+
+pub fn html_attr_unescape(s: &str) -> String {
+    s.replace("&#x2F;", "/")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+pub fn form_action(html: &str) -> Option<String> {
+    let start = html.find("action=\"")? + "action=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html_attr_unescape(&html[start..end]))
+}
+
+/// The link whose text is `text`.
+pub fn link_to(html: &str, text: &str) -> Option<String> {
+    let at = html.find(text)?;
+    let start = html[..at].rfind("href=\"")? + "href=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html_attr_unescape(&html[start..end]))
+}
+
+/// Walks the provider's development pages from `start` (the upstream
+/// authorization URL Gatehouse redirected to), signing in as `login`.
+/// Returns the URL the provider sends the browser back to.
+pub async fn at_upstream(
+    browser: &Browser,
+    server: &Server,
+    start: &str,
+    login: &str,
+    action: AtUpstream,
+) -> String {
+    let mut res = browser.http.get(start).send().await.expect("upstream");
+    for _ in 0..12 {
+        let here = res.url().clone();
+        let status = res.status().as_u16();
+        if (300..400).contains(&status) {
+            let to = here
+                .join(&location(&res))
+                .expect("redirect URL")
+                .to_string();
+            if to.starts_with(&server.base) {
+                return to;
+            }
+            res = browser.http.get(&to).send().await.expect("upstream");
+            continue;
+        }
+        let body = res.text().await.expect("body");
+        assert_eq!(status, 200, "upstream page {here}: {body}");
+        let action_url = |html: &str| {
+            here.join(&form_action(html).expect("form action"))
+                .expect("action URL")
+        };
+        if body.contains("name=\"login\"") {
+            if action == AtUpstream::Cancel {
+                let abort = here
+                    .join(&link_to(&body, "[ Cancel ]").expect("cancel link"))
+                    .expect("cancel URL");
+                res = browser.http.get(abort).send().await.expect("cancel");
+                continue;
+            }
+            res = browser
+                .http
+                .post(action_url(&body))
+                .form(&[("prompt", "login"), ("login", login), ("password", "any")])
+                .send()
+                .await
+                .expect("upstream login");
+            continue;
+        }
+        if body.contains("value=\"consent\"") {
+            res = browser
+                .http
+                .post(action_url(&body))
+                .form(&[("prompt", "consent")])
+                .send()
+                .await
+                .expect("upstream consent");
+            continue;
+        }
+        panic!("unexpected upstream page {here}: {body}");
+    }
+    panic!("too many steps at the upstream provider");
+}
+
+/// /authorize for the public client up to the upstream authorization URL.
+pub async fn to_upstream(
+    server: &Server,
+    browser: &Browser,
+    extra: &[(&str, &str)],
+) -> (String, Pkce) {
+    let p = pkce();
+    let url = authorize_url(server, PUBLIC_CLIENT, REDIRECT, &p.challenge, extra);
+    let out = browser.authorize(server, &url, "", "", true).await;
+    let Outcome::Redirect(upstream) = out else {
+        panic!("expected a redirect to the provider, got {out:?}");
+    };
+    assert!(
+        !upstream.starts_with(REDIRECT),
+        "sent to the client instead of the provider: {upstream}"
+    );
+    (upstream, p)
+}
+
+/// Back at Gatehouse's callback: follows through consent to the client.
+pub async fn back_at_gatehouse(server: &Server, browser: &Browser, callback: &str) -> Outcome {
+    let res = browser.http.get(callback).send().await.expect("callback");
+    browser.follow(server, res, "", "", true).await
+}
+
+pub async fn redeem(server: &Server, code: &str, p: &Pkce) -> Value {
+    let (status, json) = token_request(
+        server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", PUBLIC_CLIENT),
+            ("code_verifier", &p.verifier),
+            ("resource", MCP),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "token response: {json}");
+    json
+}
+
+/// A whole login at the provider as `login`; returns the token response.
+pub async fn login_upstream(
+    server: &Server,
+    upstream: &Upstream,
+    browser: &Browser,
+    login: &str,
+) -> Value {
+    let (start, p) = to_upstream(
+        server,
+        browser,
+        &[("scope", "openid email profile mcp:read")],
+    )
+    .await;
+    let callback = at_upstream(browser, server, &start, login, AtUpstream::SignInAndConsent).await;
+    let out = back_at_gatehouse(server, browser, &callback).await;
+    let code = match out {
+        Outcome::Redirect(u) => query_param(&u, "code")
+            .unwrap_or_else(|| panic!("no code in {u}; upstream log: {}", upstream.log())),
+        Outcome::Page(s, b) => panic!(
+            "page {s} instead of the client: {b}\nserver log: {}\nupstream log: {}",
+            server.log(),
+            upstream.log()
+        ),
+    };
+    redeem(server, &code, &p).await
+}
+
+pub async fn userinfo(server: &Server, access_token: &str) -> Value {
+    let res = reqwest::Client::new()
+        .get(server.url("/userinfo"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(res.status().as_u16(), 200);
+    res.json().await.expect("json")
+}
+
+pub fn error_page(out: Outcome) -> (u16, String) {
+    match out {
+        Outcome::Page(status, body) => {
+            assert!(
+                body.contains("id=\"error-message\""),
+                "not an error page ({status}): {body}"
+            );
+            (status, body)
+        }
+        Outcome::Redirect(u) => panic!("expected an error page, got a redirect to {u}"),
+    }
 }
