@@ -1300,3 +1300,43 @@ mod resource_token_format {
 
     crate::on_both_databases!(a_resource_can_require_opaque_tokens);
 }
+
+mod restricted_introspection {
+    use super::common::*;
+
+    /// A resource server registered with `resources = [...]` learns nothing
+    /// about tokens minted for other resources.
+    async fn restricted_caller_sees_only_its_resources_tokens(db: Db) {
+        let config = base_config(&format!(
+            "\n[[tenants.clients]]\nclient_id = \"other-rs\"\nsecret = \"other-rs-secret-0123456789\"\ngrant_types = [\"client_credentials\"]\nresources = [\"{OTHER}\"]\n"
+        ));
+        let server = Server::start_with(db, &config).await;
+        let (status, json) = token_request(
+            &server,
+            &[("grant_type", "client_credentials"), ("resource", MCP)],
+            Some((SERVICE_CLIENT, SERVICE_SECRET)),
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+        let token = json["access_token"].as_str().unwrap();
+        let as_other: serde_json::Value = reqwest::Client::new()
+            .post(server.url("/introspect"))
+            .basic_auth("other-rs", Some("other-rs-secret-0123456789"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            as_other,
+            serde_json::json!({"active": false}),
+            "a token for another resource"
+        );
+        // An unrestricted confidential client still sees it.
+        assert_eq!(introspect(&server, token).await["active"], true);
+    }
+
+    crate::on_both_databases!(restricted_caller_sees_only_its_resources_tokens);
+}
