@@ -110,6 +110,7 @@ impl Connector for DevConnector {
                 name: user.name.clone(),
                 groups: user.groups.clone(),
                 claims: Default::default(),
+                session: Default::default(),
             }),
             _ => Err(ConnectorError::InvalidCredentials),
         }

@@ -28,6 +28,37 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Further mapped claims, by broker claim name.
     pub claims: BTreeMap<String, serde_json::Value>,
+    /// What the broker needs to keep this login tied to the upstream session.
+    #[serde(default)]
+    pub session: UpstreamSession,
+}
+
+/// The upstream side of a login, as far as the broker can follow it.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamSession {
+    /// A refresh token the upstream granted. Secret: never logged; the
+    /// broker stores it encrypted and uses it to re-check the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// When the upstream session ends at the latest (SAML
+    /// `SessionNotOnOrAfter`, or a connector's maximum session lifetime),
+    /// in Unix seconds: the broker's session and grants end no later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+    /// A one-time upstream id (a SAML assertion ID) and when it expires: the
+    /// broker remembers it until then and refuses a second use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time_id: Option<(String, i64)>,
+}
+
+impl std::fmt::Debug for UpstreamSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSession")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .field("not_after", &self.not_after)
+            .field("one_time_id", &self.one_time_id)
+            .finish()
+    }
 }
 
 /// How the user proves who they are to this connector.
@@ -155,5 +186,26 @@ pub trait Connector: Send + Sync {
     /// `iss`, expiry, and an audience this connector accepts.
     async fn verify_presented_id_token(&self, _token: &str) -> Result<Identity, ConnectorError> {
         Err(ConnectorError::Unsupported("verifying presented ID tokens"))
+    }
+
+    /// Verifies a JWT access token that the upstream issued and a client
+    /// presents (token exchange subject): signature against the upstream's
+    /// keys, `iss`, expiry, and an audience this connector accepts.
+    async fn verify_presented_access_token(
+        &self,
+        _token: &str,
+    ) -> Result<Identity, ConnectorError> {
+        Err(ConnectorError::Unsupported(
+            "verifying presented access tokens",
+        ))
+    }
+
+    /// Re-checks the user at the upstream with the refresh token kept from
+    /// the login (as Dex's connectors do on refresh). `Ok` carries the user
+    /// as the upstream sees them now, and a rotated refresh token if the
+    /// upstream issued one; an error means the user may no longer sign in
+    /// (`Refused`) or the upstream could not answer.
+    async fn refresh(&self, _refresh_token: &str) -> Result<Identity, ConnectorError> {
+        Err(ConnectorError::Unsupported("refreshing upstream sessions"))
     }
 }

@@ -720,6 +720,7 @@ impl OidcConnector {
             name,
             groups,
             claims: BTreeMap::new(),
+            session: Default::default(),
         })
     }
 }
