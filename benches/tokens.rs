@@ -28,6 +28,7 @@ fn claims(now: i64) -> AccessClaims {
         auth_time: Some(now),
         act: None,
         may_act: None,
+        copied: Default::default(),
     }
 }
 

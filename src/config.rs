@@ -63,6 +63,8 @@ pub struct TenantConfig {
     pub trusted_issuers: Vec<TrustedIssuer>,
     #[serde(default)]
     pub client_id_metadata: CimdPolicy,
+    #[serde(default)]
+    pub access_token_claims: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -201,6 +203,7 @@ impl TenantConfig {
             token_exchange: self.token_exchange.clone(),
             trusted_issuers: self.trusted_issuers.clone(),
             client_id_metadata: self.client_id_metadata.clone(),
+            access_token_claims: self.access_token_claims.clone(),
         }
     }
 
@@ -221,6 +224,8 @@ impl TenantConfig {
         for (j, rule) in self.token_exchange.iter().enumerate() {
             validate_exchange_rule(rule).map_err(|e| format!("{at}.token_exchange[{j}].{e}"))?;
         }
+        crate::tenants::validate_access_token_claims(&self.access_token_claims)
+            .map_err(|e| format!("{at}.access_token_claims: {e}"))?;
         crate::tenants::build_connectors(&self.settings())
             .map_err(|e| format!("{at}.connectors: {e}"))?;
         let mut canon = Vec::new();

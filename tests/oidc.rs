@@ -411,6 +411,22 @@ const AGENT_SECRET: &str = "enterprise-agent-secret-01";
 /// Plays a client of the provider itself (the connector's client, whose
 /// secret the test knows): signs `login` in and returns the provider's ID token.
 async fn upstream_id_token(server: &Server, issuer: &str, login: &str) -> String {
+    let json = upstream_tokens(server, issuer, login, "openid email profile", &[]).await;
+    json["id_token"]
+        .as_str()
+        .expect("id_token from the provider")
+        .to_string()
+}
+
+/// The provider's token response for `login`, asked with `scope` and `extra`
+/// authorization parameters.
+async fn upstream_tokens(
+    server: &Server,
+    issuer: &str,
+    login: &str,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> Value {
     let p = pkce();
     let callback = server.url("/callback/corp");
     let mut start = url::Url::parse(&format!("{issuer}/auth")).unwrap();
@@ -418,12 +434,15 @@ async fn upstream_id_token(server: &Server, issuer: &str, login: &str) -> String
         .query_pairs_mut()
         .append_pair("client_id", UPSTREAM_CLIENT)
         .append_pair("response_type", "code")
-        .append_pair("scope", "openid email profile")
+        .append_pair("scope", scope)
         .append_pair("redirect_uri", &callback)
         .append_pair("state", "s-1")
         .append_pair("nonce", "n-1")
         .append_pair("code_challenge", &p.challenge)
         .append_pair("code_challenge_method", "S256");
+    for (k, v) in extra {
+        start.query_pairs_mut().append_pair(k, v);
+    }
     let back = at_upstream(
         &Browser::new(),
         server,
@@ -446,19 +465,13 @@ async fn upstream_id_token(server: &Server, issuer: &str, login: &str) -> String
         .await
         .expect("provider token endpoint");
     let json: Value = res.json().await.expect("json");
-    json["id_token"]
-        .as_str()
-        .expect("id_token from the provider")
-        .to_string()
+    assert!(json["access_token"].is_string(), "provider tokens: {json}");
+    json
 }
 
 async fn upstream_id_token_is_exchanged_for_an_id_jag_and_redeemed(db: Db) {
     let (mut server, _upstream) = start_pair(db, "", &[]).await;
-    let issuer = {
-        let cfg = std::fs::read_to_string(&server.config_path).unwrap();
-        let at = cfg.find("issuer = \"").unwrap() + "issuer = \"".len();
-        cfg[at..at + cfg[at..].find('"').unwrap()].to_string()
-    };
+    let issuer = configured_issuer(&server);
     // The enterprise side (default tenant) may issue ID-JAGs for the MCP
     // side (tenant `mcp`), which trusts it.
     let mut cfg = std::fs::read_to_string(&server.config_path).unwrap();
@@ -631,7 +644,293 @@ jwks_uri = "{base}/jwks.json"
     );
 }
 
+// ---------------------------------------------------------------------------
+// An upstream JWT access token as a token-exchange subject.
+// ---------------------------------------------------------------------------
+
+/// The API the provider issues JWT access tokens for, and which the connector
+/// lists in `access_token_audiences`.
+const UPSTREAM_API: &str = "https://api.corp.example/gatehouse";
+
+/// The issuer in the server's connector table.
+fn configured_issuer(server: &Server) -> String {
+    let cfg = std::fs::read_to_string(&server.config_path).unwrap();
+    let at = cfg.find("issuer = \"").unwrap() + "issuer = \"".len();
+    cfg[at..at + cfg[at..].find('"').unwrap()].to_string()
+}
+
+/// Lets the agent exchange access tokens for the demo MCP server.
+fn allow_agent_access_token_exchange(server: &Server) {
+    let mut cfg = std::fs::read_to_string(&server.config_path).unwrap();
+    cfg.push_str(&format!(
+        r#"
+[[tenants.clients]]
+client_id = "{AGENT}"
+secret = "{AGENT_SECRET}"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+
+[[tenants.token_exchange]]
+clients = ["{AGENT}"]
+subject_token_types = ["urn:ietf:params:oauth:token-type:access_token"]
+resources = ["{MCP}"]
+"#
+    ));
+    std::fs::write(&server.config_path, cfg).unwrap();
+}
+
+async fn exchange_access_token(server: &Server, subject: &str) -> (u16, Value) {
+    token_request(
+        server,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("resource", MCP),
+            ("scope", "mcp:read"),
+        ],
+        Some((AGENT, AGENT_SECRET)),
+    )
+    .await
+}
+
+async fn upstream_jwt_access_token_is_exchanged_for_a_gatehouse_token(db: Db) {
+    let (mut server, _upstream) = start_pair(
+        db,
+        &format!("access_token_audiences = [\"{UPSTREAM_API}\"]"),
+        &[("UPSTREAM_RESOURCE", UPSTREAM_API)],
+    )
+    .await;
+    allow_agent_access_token_exchange(&server);
+    server.restart().await;
+    let issuer = configured_issuer(&server);
+
+    let upstream = upstream_tokens(
+        &server,
+        &issuer,
+        "alice",
+        "openid email api:read",
+        &[("resource", UPSTREAM_API)],
+    )
+    .await;
+    let upstream_access = upstream["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        jwt_header(&upstream_access)["typ"],
+        "at+jwt",
+        "the provider issued an RFC 9068 access token"
+    );
+    assert_eq!(jwt_claims(&upstream_access)["aud"], UPSTREAM_API);
+    assert_eq!(jwt_claims(&upstream_access)["iss"], issuer);
+
+    let (status, json) = exchange_access_token(&server, &upstream_access).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        json["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    let access = jwt_claims(json["access_token"].as_str().unwrap());
+    assert_eq!(access["iss"], server.base.as_str(), "a Gatehouse token");
+    assert_eq!(access["aud"], MCP);
+    assert_eq!(access["client_id"], AGENT);
+    assert_eq!(access["scope"], "mcp:read");
+    // The broker subject Gatehouse keeps for alice at this connector: the
+    // same one her own login there gets.
+    let login = login_upstream(&server, &_upstream, &Browser::new(), "alice").await;
+    let own = jwt_claims(login["access_token"].as_str().unwrap());
+    assert_eq!(access["sub"], own["sub"], "one broker subject for alice");
+    assert_ne!(access["sub"], "alice", "not the upstream subject");
+
+    // The provider's ID token is not an access token, though signed alike.
+    let id_token = upstream["id_token"].as_str().unwrap().to_string();
+    let (status, json) = exchange_access_token(&server, &id_token).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "an ID token presented as an access token: {json}"
+    );
+    assert!(
+        json["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("access_token_audiences"),
+        "{json}"
+    );
+
+    // A tampered signature is refused.
+    let mut parts: Vec<String> = upstream_access.split('.').map(str::to_string).collect();
+    parts[2] = format!("{}AA", &parts[2][..parts[2].len() - 2]);
+    let (status, json) = exchange_access_token(&server, &parts.join(".")).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "bad signature: {json}"
+    );
+    // A token of an issuer that is neither Gatehouse nor a connector.
+    let (status, json) = exchange_access_token(
+        &server,
+        &format!(
+            "eyJhbGciOiJSUzI1NiIsInR5cCI6ImF0K2p3dCJ9.{}.c2ln",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                format!(
+                    r#"{{"iss":"https://elsewhere.example","sub":"x","aud":"{UPSTREAM_API}"}}"#
+                )
+            )
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "unknown upstream issuer: {json}"
+    );
+}
+
+async fn upstream_access_tokens_are_refused_unless_the_connector_lists_their_audience(db: Db) {
+    // The same provider and token, but the connector accepts no access tokens.
+    let (mut server, _upstream) = start_pair(db, "", &[("UPSTREAM_RESOURCE", UPSTREAM_API)]).await;
+    allow_agent_access_token_exchange(&server);
+    server.restart().await;
+    let issuer = configured_issuer(&server);
+    let upstream = upstream_tokens(
+        &server,
+        &issuer,
+        "alice",
+        "openid api:read",
+        &[("resource", UPSTREAM_API)],
+    )
+    .await;
+    let (status, json) =
+        exchange_access_token(&server, upstream["access_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{json}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Upstream session binding: a user disabled at the provider loses access at
+// the next re-check of their Gatehouse refresh token.
+// ---------------------------------------------------------------------------
+
+async fn refresh(server: &Server, refresh_token: &str) -> (u16, Value) {
+    token_request(
+        server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", PUBLIC_CLIENT),
+        ],
+        None,
+    )
+    .await
+}
+
+async fn introspect_active(server: &Server, token: &str) -> bool {
+    let res = reqwest::Client::new()
+        .post(server.url("/introspect"))
+        .basic_auth(SERVICE_CLIENT, Some(SERVICE_SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspect");
+    let json: Value = res.json().await.expect("json");
+    json["active"] == true
+}
+
+async fn user_disabled_upstream_loses_access_at_the_next_recheck(db: Db) {
+    let (server, upstream) = start_pair(
+        db,
+        "upstream_check_interval = 60",
+        &[("UPSTREAM_REFRESH", "1")],
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let mut rt = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
+
+    // Within the interval the provider is not asked.
+    let (status, json) = refresh(&server, &rt).await;
+    assert_eq!(status, 200, "{json}");
+    rt = json["refresh_token"].as_str().unwrap().to_string();
+
+    // After it, the provider is asked and still accepts alice.
+    server.advance_clock(61);
+    let (status, json) = refresh(&server, &rt).await;
+    assert_eq!(status, 200, "re-checked upstream: {json}");
+    rt = json["refresh_token"].as_str().unwrap().to_string();
+    let access = json["access_token"].as_str().unwrap().to_string();
+
+    // An admin disables alice at the provider.
+    let port = configured_issuer(&server)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/__test/disable/alice"))
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(res.status().as_u16(), 204);
+
+    // Checked less than the interval ago: still served (at most every 60 s).
+    let (status, json) = refresh(&server, &rt).await;
+    assert_eq!(status, 200, "{json}");
+    rt = json["refresh_token"].as_str().unwrap().to_string();
+
+    server.advance_clock(61);
+    let (status, json) = refresh(&server, &rt).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the provider refused alice: {json}"
+    );
+    assert!(
+        !introspect_active(&server, &access).await,
+        "the grant is revoked with its access tokens"
+    );
+    let (status, _) = refresh(&server, &rt).await;
+    assert_eq!(status, 400, "and stays refused");
+}
+
+async fn unreachable_provider_at_recheck_spends_nothing(db: Db) {
+    let (server, upstream) = start_pair(
+        db,
+        "upstream_check_interval = 60\ntimeout_secs = 2",
+        &[("UPSTREAM_REFRESH", "1")],
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    drop(upstream);
+    server.advance_clock(61);
+    let (status, json) = refresh(&server, &rt).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{json}"
+    );
+    assert!(
+        introspect_active(&server, &access).await,
+        "an unreachable provider revokes nothing"
+    );
+}
+
 on_both_databases!(
+    upstream_jwt_access_token_is_exchanged_for_a_gatehouse_token,
+    upstream_access_tokens_are_refused_unless_the_connector_lists_their_audience,
+    user_disabled_upstream_loses_access_at_the_next_recheck,
+    unreachable_provider_at_recheck_spends_nothing,
     upstream_id_token_is_exchanged_for_an_id_jag_and_redeemed,
     upstream_login_issues_tokens_with_a_stable_subject,
     sso_session_skips_the_provider_on_the_next_authorization,

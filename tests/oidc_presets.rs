@@ -305,7 +305,73 @@ allowed_organizations = ["org_acme"]
     assert!(body.contains("Auth0 organization"), "{body}");
 }
 
+async fn configured_claims_are_copied_into_access_tokens_and_introspection(db: Db) {
+    let accounts = entra_accounts();
+    let extra = serde_json::json!({ "tid": TID }).to_string();
+    let path = format!("/{TID}/v2.0");
+    let (server, upstream) = start_preset(
+        db,
+        "entra",
+        |port| {
+            // The tenant releases the Entra tenant id, email and groups into
+            // access tokens under its own names; the name stays out.
+            format!(
+                "{}\n[tenants.access_token_claims]\ntid = \"entra_tid\"\nemail = \"email\"\ngroups = \"groups\"\n",
+                entra_connector(port, TID, "")
+            )
+        },
+        &[
+            ("UPSTREAM_ACCOUNTS", &accounts),
+            ("UPSTREAM_EXTRA_CLAIMS", &extra),
+            ("UPSTREAM_ISSUER_PATH", &path),
+        ],
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let access = tokens["access_token"].as_str().expect("access token");
+    let claims = jwt_claims(access);
+    assert_eq!(claims["entra_tid"], TID, "{claims}");
+    assert_eq!(claims["email"], "alice@contoso.example", "{claims}");
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["g-engineering", "g-admins"]),
+        "{claims}"
+    );
+    assert!(claims.get("name").is_none(), "not configured: {claims}");
+    assert!(
+        claims.get("tid").is_none(),
+        "only under its configured name"
+    );
+
+    // Refreshed tokens carry them too, and introspection shows them.
+    let (status, refreshed) = token_request(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", PUBLIC_CLIENT),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let again = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(jwt_claims(again)["entra_tid"], TID);
+    let res = reqwest::Client::new()
+        .post(server.url("/introspect"))
+        .basic_auth(SERVICE_CLIENT, Some(SERVICE_SECRET))
+        .form(&[("token", again)])
+        .send()
+        .await
+        .expect("introspect");
+    let info: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["entra_tid"], TID, "{info}");
+    assert_eq!(info["email"], "alice@contoso.example", "{info}");
+}
+
 on_both_databases!(
+    configured_claims_are_copied_into_access_tokens_and_introspection,
     entra_single_tenant_login_maps_oid_tid_and_groups,
     entra_multi_tenant_accepts_listed_tenants_through_the_template_issuer,
     cognito_login_maps_cognito_groups,

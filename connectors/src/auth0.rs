@@ -49,6 +49,8 @@ pub struct Auth0Settings {
     pub token_endpoint_auth_method: TokenAuthMethod,
     #[serde(default)]
     pub accepted_audiences: Vec<String>,
+    #[serde(default)]
+    pub access_token_audiences: Vec<String>,
 }
 
 struct Auth0Preset {
@@ -163,6 +165,7 @@ pub fn new(
         timeout_secs: s.timeout_secs.unwrap_or(10),
         token_endpoint_auth_method: s.token_endpoint_auth_method,
         accepted_audiences: s.accepted_audiences,
+        access_token_audiences: s.access_token_audiences,
     };
     let preset = Auth0Preset {
         roles_claim: (!ns.is_empty()).then(|| format!("{ns}roles")),

@@ -144,6 +144,9 @@ pub fn new(
         timeout_secs: s.timeout_secs.unwrap_or(10),
         token_endpoint_auth_method: s.token_endpoint_auth_method,
         accepted_audiences: s.accepted_audiences,
+        // Cognito access tokens carry no `aud` (only `client_id`), so they
+        // cannot be bound to Gatehouse: present Cognito ID tokens instead.
+        access_token_audiences: Vec::new(),
     };
     OidcConnector::with_preset(
         id,

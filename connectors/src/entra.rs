@@ -66,6 +66,8 @@ pub struct EntraSettings {
     pub token_endpoint_auth_method: TokenAuthMethod,
     #[serde(default)]
     pub accepted_audiences: Vec<String>,
+    #[serde(default)]
+    pub access_token_audiences: Vec<String>,
 }
 
 /// True for the 8-4-4-4-12 hexadecimal form of a GUID.
@@ -250,6 +252,7 @@ pub fn new(
         timeout_secs: s.timeout_secs.unwrap_or(10),
         token_endpoint_auth_method: s.token_endpoint_auth_method,
         accepted_audiences: s.accepted_audiences,
+        access_token_audiences: s.access_token_audiences,
     };
     let preset = EntraPreset {
         template: issuer,

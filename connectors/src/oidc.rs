@@ -42,8 +42,9 @@ use openidconnect::core::{
 use openidconnect::{
     AccessToken, AuthType, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError,
     ClientId, ClientSecret, CsrfToken, DiscoveryError, HttpClientError, IssuerUrl, JsonWebKeySet,
-    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    RequestTokenError, Scope, SignatureVerificationError, StandardErrorResponse, TokenResponse,
+    JsonWebTokenType, Nonce, NormalizedJsonWebTokenType, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    SignatureVerificationError, StandardErrorResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -149,6 +150,12 @@ pub struct OidcSettings {
     /// ids at this provider.
     #[serde(default)]
     pub accepted_audiences: Vec<String>,
+    /// Audiences of the provider's JWT access tokens that clients may
+    /// present to Gatehouse as token-exchange subjects (typically the
+    /// identifier of an API registered at the provider for Gatehouse).
+    /// Empty: no upstream access token is accepted.
+    #[serde(default)]
+    pub access_token_audiences: Vec<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -213,6 +220,7 @@ pub struct OidcConnector {
     timeout: Duration,
     upstream: Arc<Upstream>,
     accepted_audiences: Vec<String>,
+    access_token_audiences: Vec<String>,
 }
 
 impl std::fmt::Debug for OidcConnector {
@@ -350,6 +358,13 @@ impl OidcConnector {
                 return Err(config(format!("claims.{key}: must not be empty")));
             }
         }
+        if s.access_token_audiences.contains(&s.client_id) {
+            // The connector's own ID tokens have that audience: they must
+            // never pass as access tokens.
+            return Err(config(
+                "access_token_audiences: must not contain client_id (that is the audience of ID tokens)".into(),
+            ));
+        }
         if !(1..=120).contains(&s.timeout_secs) {
             return Err(config(format!(
                 "timeout_secs: must be between 1 and 120 (got {})",
@@ -375,6 +390,7 @@ impl OidcConnector {
             timeout,
             upstream,
             accepted_audiences: s.accepted_audiences,
+            access_token_audiences: s.access_token_audiences,
         })
     }
 
@@ -512,7 +528,68 @@ impl OidcConnector {
                 }
             }
         }
-        self.mapped(&claims)
+        let mut identity = self.mapped(&claims)?;
+        identity.session.refresh_token = token.refresh_token().map(|rt| rt.secret().clone());
+        Ok(identity)
+    }
+
+    /// Uses the refresh token kept from a login: the provider either still
+    /// accepts the user's session (and may say who they are now, in a new ID
+    /// token) or refuses it with `invalid_grant` (user disabled, removed,
+    /// signed out, consent revoked).
+    async fn refresh_upstream(&self, refresh_token: &str) -> Result<Identity, ConnectorError> {
+        let provider = self.upstream.discovered().await?;
+        let client = CoreClient::from_provider_metadata(
+            provider.metadata.clone(),
+            self.client_id.clone(),
+            Some(self.client_secret.clone()),
+        )
+        .set_auth_type(self.auth_type.clone());
+        let token = client
+            .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
+            .map_err(|_| {
+                ConnectorError::Upstream("the provider publishes no token endpoint".into())
+            })?
+            .request_async(&self.upstream.http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r)
+                    if *r.error() == CoreErrorResponseType::InvalidGrant =>
+                {
+                    ConnectorError::Refused(describe_oauth_error(
+                        r.error().as_ref(),
+                        r.error_description().map(String::as_str),
+                    ))
+                }
+                RequestTokenError::ServerResponse(r) => ConnectorError::Upstream(format!(
+                    "the token endpoint refused the refresh: {}",
+                    describe_oauth_error(
+                        r.error().as_ref(),
+                        r.error_description().map(String::as_str)
+                    )
+                )),
+                other => token_error(other, self.timeout),
+            })?;
+        let mut identity = match token.id_token() {
+            // OIDC Core §12.2: a refreshed ID token names the same user; no nonce.
+            Some(id_token) => {
+                self.with_key_refresh(&provider, |metadata| {
+                    let verifier = self.base_verifier(metadata);
+                    id_token
+                        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                        .map(|_| ())
+                })
+                .await?;
+                self.mapped(&raw_claims(&id_token.to_string())?)?
+            }
+            // Only "still allowed": the broker keeps the claims it has.
+            None => Identity {
+                connector_id: self.id.clone(),
+                ..Identity::default()
+            },
+        };
+        identity.session.refresh_token = token.refresh_token().map(|rt| rt.secret().clone());
+        Ok(identity)
     }
 
     /// Validates the ID token; returns all its claims. An unknown signing key
@@ -618,6 +695,32 @@ impl OidcConnector {
         } else {
             Err(ClaimsVerificationError::InvalidAudience(
                 "it was issued to a client this connector does not accept".into(),
+            ))
+        }
+    }
+
+    /// Checks a JWT access token a client presents: the provider's keys and
+    /// issuer, `exp`/`iat`, a JOSE type of an access token (`at+jwt`, RFC
+    /// 9068) or a plain JWT (Entra, Auth0), and an audience listed in
+    /// `access_token_audiences`. ID tokens are refused here: their `typ`
+    /// may be the same, so an ID token is told apart by its audience (the
+    /// connector's client) not being an access-token audience.
+    fn check_presented_access_token(
+        &self,
+        metadata: &CoreProviderMetadata,
+        token: &CoreIdToken,
+    ) -> Result<(), ClaimsVerificationError> {
+        let verifier = self
+            .base_verifier(metadata)
+            .require_audience_match(false)
+            .set_allowed_jose_types(access_token_jose_types());
+        let claims = token.claims(&verifier, |_: Option<&Nonce>| Ok(()))?;
+        let accepted = |aud: &str| self.access_token_audiences.iter().any(|a| a == aud);
+        if claims.audiences().iter().any(|a| accepted(a.as_str())) {
+            Ok(())
+        } else {
+            Err(ClaimsVerificationError::InvalidAudience(
+                "its audience is not one of this connector's access_token_audiences".into(),
             ))
         }
     }
@@ -743,6 +846,25 @@ impl Connector for OidcConnector {
         self.mapped(&raw_claims(token)?)
     }
 
+    async fn verify_presented_access_token(&self, token: &str) -> Result<Identity, ConnectorError> {
+        if self.access_token_audiences.is_empty() {
+            return Err(ConnectorError::InvalidToken(
+                "this connector accepts no access tokens of its provider (access_token_audiences is empty)".into(),
+            ));
+        }
+        let provider = self.upstream.discovered().await?;
+        let access_token: CoreIdToken = token.parse().map_err(|_| {
+            ConnectorError::InvalidToken(
+                "it is not a JWT the connector can read (sub, aud, exp, iat are required)".into(),
+            )
+        })?;
+        self.with_key_refresh(&provider, |metadata| {
+            self.check_presented_access_token(metadata, &access_token)
+        })
+        .await?;
+        self.mapped(&raw_claims(token)?)
+    }
+
     fn id(&self) -> &str {
         &self.id
     }
@@ -775,6 +897,10 @@ impl Connector for OidcConnector {
         let code = self.check_callback(&kept, params)?;
         self.bounded(self.finish(redirect_uri, &kept, code)).await
     }
+
+    async fn refresh(&self, refresh_token: &str) -> Result<Identity, ConnectorError> {
+        self.bounded(self.refresh_upstream(refresh_token)).await
+    }
 }
 
 fn is_loopback(url: &url::Url) -> bool {
@@ -795,6 +921,15 @@ fn claim_string(claims: &Map<String, Value>, name: &str) -> Option<String> {
 }
 
 /// The payload of a compact JWS whose signature was already verified.
+/// JOSE `typ` values of upstream access tokens: RFC 9068's `at+jwt`, and
+/// the plain JWT (or none) that Entra ID and Auth0 use by default.
+fn access_token_jose_types() -> Vec<NormalizedJsonWebTokenType> {
+    ["application/at+jwt", "application/jwt"]
+        .into_iter()
+        .filter_map(|t| JsonWebTokenType::new(t.to_string()).normalize().ok())
+        .collect()
+}
+
 fn raw_claims(compact: &str) -> Result<Map<String, Value>, ConnectorError> {
     let unreadable = || ConnectorError::InvalidToken("its claims could not be read".into());
     let payload = compact.split('.').nth(1).ok_or_else(unreadable)?;

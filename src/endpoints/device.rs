@@ -27,10 +27,9 @@ use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::scope::ScopeSet;
 use crate::pages::{self, DeviceDonePage, DevicePage};
-use crate::store::{DeviceRecord, GrantRecord, SessionRecord};
+use crate::store::{DeviceRecord, SessionRecord};
 use crate::tenants::{Tenant, TenantCtx, GRANT_DEVICE_CODE};
-use crate::tokens::secret::{ct_eq, hash_str, random_id, Handle};
-use crate::tokens::GrantData;
+use crate::tokens::secret::{ct_eq, hash_str, Handle};
 use crate::AppState;
 
 /// RFC 8628 §6.1: 20 consonants, no vowels (no words), no look-alikes.
@@ -340,30 +339,9 @@ pub async fn approve(
     session: &(SessionRecord, SessionData),
 ) -> Response {
     let now = app.now();
-    let grant = GrantData {
-        scope: req.scope.to_string(),
-        resources: req.resources.clone(),
-        auth_time: session.1.auth_time,
-        sid: Some(session.1.sid.clone()),
-        user: session.1.user.clone(),
-    };
-    let refresh_ttl = client
-        .meta
-        .refresh_token_ttl
-        .unwrap_or(tenant.policy().refresh_token_ttl);
-    let Ok(data) = serde_json::to_string(&grant) else {
-        return pages::error_page(&OAuthError::server_error("could not record the grant"));
-    };
-    let record = GrantRecord {
-        id: random_id(),
-        tenant_id: tenant.id.clone(),
-        client_id: client.client_id.clone(),
-        subject: session.0.subject.clone(),
-        data,
-        created_at: now,
-        expires_at: now + refresh_ttl,
-        revoked_at: None,
-        parent_id: None,
+    let record = match super::flow::user_grant(app, tenant, client, req, session) {
+        Ok((_, record)) => record,
+        Err(e) => return pages::error_page(&e),
     };
     if let Err(e) = app.store.create_grant(&record).await {
         return pages::error_page(&e.into());

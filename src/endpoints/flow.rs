@@ -61,6 +61,10 @@ pub struct SessionData {
     pub auth_time: i64,
     /// Public session id (OIDC `sid`), distinct from the cookie secret.
     pub sid: String,
+    /// The upstream session ends then at the latest (SAML): so do this
+    /// session and every grant made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
 }
 
 /// Data kept with an authorization code.
@@ -263,7 +267,11 @@ pub async fn start_session(
 ) -> OAuthResult<(SessionRecord, Option<HeaderValue>)> {
     let handle = Handle::generate();
     let now = app.now();
-    let ttl = tenant.policy().session_ttl;
+    // Never outlive the upstream session it rests on.
+    let ttl = match data.not_after {
+        Some(end) => tenant.policy().session_ttl.min(end - now).max(1),
+        None => tenant.policy().session_ttl,
+    };
     let rec = SessionRecord {
         id_hash: handle.hash(),
         tenant_id: tenant.id.clone(),
@@ -527,28 +535,7 @@ async fn issue_code(
     session: &(SessionRecord, SessionData),
 ) -> OAuthResult<Handle> {
     let now = app.now();
-    let grant = GrantData {
-        scope: req.scope.to_string(),
-        resources: req.resources.clone(),
-        auth_time: session.1.auth_time,
-        sid: Some(session.1.sid.clone()),
-        user: session.1.user.clone(),
-    };
-    let refresh_ttl = client
-        .meta
-        .refresh_token_ttl
-        .unwrap_or(tenant.policy().refresh_token_ttl);
-    let grant_rec = GrantRecord {
-        id: random_id(),
-        tenant_id: tenant.id.clone(),
-        client_id: client.client_id.clone(),
-        subject: session.0.subject.clone(),
-        data: serde_json::to_string(&grant).map_err(|e| OAuthError::server_error(e.to_string()))?,
-        created_at: now,
-        expires_at: now + refresh_ttl.max(tenant.policy().code_ttl),
-        revoked_at: None,
-        parent_id: None,
-    };
+    let (grant, grant_rec) = user_grant(app, tenant, client, req, session)?;
     let code = Handle::generate();
     let data = CodeData {
         redirect_uri: req.redirect_uri.clone(),
@@ -570,6 +557,47 @@ async fn issue_code(
         .create_grant_with_code(&grant_rec, &code_rec)
         .await?;
     Ok(code)
+}
+
+/// The grant a signed-in user gives `client` for `req` (the code and device
+/// flows): it lives as long as the client's refresh tokens may, at least as
+/// long as a code, and never past the end of the upstream session.
+pub fn user_grant(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    req: &AuthorizationRequest,
+    session: &(SessionRecord, SessionData),
+) -> OAuthResult<(GrantData, GrantRecord)> {
+    let now = app.now();
+    let grant = GrantData {
+        scope: req.scope.to_string(),
+        resources: req.resources.clone(),
+        auth_time: session.1.auth_time,
+        sid: Some(session.1.sid.clone()),
+        user: session.1.user.clone(),
+        connector_id: Some(session.1.connector_id.clone()),
+    };
+    let refresh_ttl = client
+        .meta
+        .refresh_token_ttl
+        .unwrap_or(tenant.policy().refresh_token_ttl);
+    let mut expires_at = now + refresh_ttl;
+    if let Some(end) = session.1.not_after {
+        expires_at = expires_at.min(end);
+    }
+    let record = GrantRecord {
+        id: random_id(),
+        tenant_id: tenant.id.clone(),
+        client_id: client.client_id.clone(),
+        subject: session.0.subject.clone(),
+        data: serde_json::to_string(&grant).map_err(|e| OAuthError::server_error(e.to_string()))?,
+        created_at: now,
+        expires_at: expires_at.max(now + tenant.policy().code_ttl),
+        revoked_at: None,
+        parent_id: None,
+    };
+    Ok((grant, record))
 }
 
 /// Adds Set-Cookie headers to a response.

@@ -66,8 +66,15 @@ fn access_token_answer(caller: &Client, c: &AccessClaims) -> serde_json::Value {
         "jti": c.jti,
         "token_type": "Bearer",
     });
-    if let (Some(act), Some(obj)) = (&c.act, answer.as_object_mut()) {
-        obj.insert("act".into(), act.clone());
+    if let Some(obj) = answer.as_object_mut() {
+        if let Some(act) = &c.act {
+            obj.insert("act".into(), act.clone());
+        }
+        // The user claims the tenant copies into its tokens (their names
+        // never collide with the ones above: the configuration refuses it).
+        for (name, value) in &c.copied {
+            obj.entry(name.clone()).or_insert_with(|| value.clone());
+        }
     }
     answer
 }

@@ -15,10 +15,8 @@ use super::flow::{self, csrf_token, load_pending, with_cookies, PendingData, Ses
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::OAuthError;
 use crate::pages::{self, ChooserOption, ChooserPage, LoginPage};
-use crate::store::IdentityRecord;
-use crate::tenants::{connector_for_email, Tenant, TenantCtx};
+use crate::tenants::{connector_for_email, identity, Tenant, TenantCtx};
 use crate::tokens::secret::{random_id, Handle};
-use crate::tokens::UserClaims;
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -282,29 +280,21 @@ pub async fn signed_in(
 ) -> Response {
     // Whatever upstream login was under way is over: keep no secrets of it.
     pending.upstream = None;
-    let user = UserClaims {
-        email: identity.email.clone(),
-        email_verified: identity.email_verified,
-        name: identity.name.clone(),
-        groups: identity.groups.clone(),
-    };
+    let user = identity::user_claims(&identity);
     let now = app.now();
-    let mapping = IdentityRecord {
-        tenant_id: tenant.id.clone(),
-        connector_id: identity.connector_id.clone(),
-        upstream_subject: identity.upstream_subject.clone(),
-        subject: uuid::Uuid::new_v4().to_string(),
-        claims: serde_json::to_string(&user).unwrap_or_else(|_| "{}".into()),
-    };
-    let subject = match app.store.map_identity(&mapping, now).await {
+    let subject = match identity::broker_subject(app, tenant, &identity).await {
         Ok(s) => s,
-        Err(e) => return pages::error_page(&e.into()),
+        Err(e) => return pages::error_page(&e),
     };
+    if let Err(e) = identity::remember_upstream_session(app, tenant, &subject, &identity).await {
+        return pages::error_page(&e);
+    }
     let data = SessionData {
         connector_id: identity.connector_id.clone(),
         user,
         auth_time: now,
         sid: random_id(),
+        not_after: identity.session.not_after,
     };
     let (session, cookie) = match flow::start_session(app, tenant, &subject, &data).await {
         Ok(s) => s,

@@ -44,6 +44,7 @@ pub async fn grant(
             auth_time: None,
             act: None,
             format: None,
+            copied: Default::default(),
         },
     )
     .await?;

@@ -92,32 +92,20 @@ pub(crate) async fn check_id_token(
     let identity = connector
         .verify_presented_id_token(token)
         .await
-        .map_err(|e| {
-            OAuthError::invalid_request(format!(
-                "subject_token was refused by the '{}' identity provider check: {e}",
-                connector.id()
-            ))
-        })?;
-    let subject = app
-        .store
-        .map_identity(
-            &crate::store::IdentityRecord {
-                tenant_id: tenant.id.clone(),
-                connector_id: identity.connector_id.clone(),
-                upstream_subject: identity.upstream_subject.clone(),
-                subject: uuid::Uuid::new_v4().to_string(),
-                claims: serde_json::to_string(&crate::tokens::UserClaims {
-                    email: identity.email.clone(),
-                    email_verified: identity.email_verified,
-                    name: identity.name.clone(),
-                    groups: identity.groups.clone(),
-                })
-                .unwrap_or_else(|_| "{}".into()),
-            },
-            app.now(),
-        )
-        .await?;
+        .map_err(|e| refused_by(connector.as_ref(), e))?;
+    let subject = crate::tenants::identity::broker_subject(app, tenant, &identity).await?;
     Ok((subject, unverified_claim_value(token, "auth_time")))
+}
+
+/// A connector refused a presented subject token: say which and why.
+pub(crate) fn refused_by(
+    connector: &dyn gatehouse_connectors::Connector,
+    e: gatehouse_connectors::ConnectorError,
+) -> OAuthError {
+    OAuthError::invalid_request(format!(
+        "subject_token was refused by the '{}' identity provider check: {e}",
+        connector.id()
+    ))
 }
 
 fn unverified_claim_value(token: &str, name: &str) -> Option<Value> {
@@ -133,7 +121,7 @@ fn unverified_claim_value(token: &str, name: &str) -> Option<Value> {
 }
 
 /// Only to route the token to the right verifier; never trusted as such.
-fn unverified_claim(token: &str, name: &str) -> Option<String> {
+pub(crate) fn unverified_claim(token: &str, name: &str) -> Option<String> {
     unverified_claim_value(token, name).and_then(|v| v.as_str().map(str::to_string))
 }
 

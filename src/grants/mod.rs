@@ -157,6 +157,7 @@ pub async fn issue_user_tokens(
             auth_time: Some(user.grant.auth_time),
             act: None,
             format: None,
+            copied: crate::tokens::copied_claims(tenant, &user.grant.user),
         },
     )
     .await?;

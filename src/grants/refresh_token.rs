@@ -7,6 +7,7 @@ use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
 use crate::oauth::scope::ScopeSet;
 use crate::store::{RefreshRecord, RefreshRotation};
+use crate::tenants::identity::recheck_upstream;
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, Handle};
 use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
@@ -115,6 +116,17 @@ pub async fn grant(
         &resource,
     );
 
+    // A user disabled at the identity provider loses access within the
+    // connector's check interval. Checked before rotating: when the
+    // provider cannot answer, the client keeps its refresh token.
+    if let Some(connector_id) = &data.connector_id {
+        if let Err(e) = recheck_upstream(app, tenant, &grant.subject, connector_id).await {
+            if e.code == crate::oauth::errors::ErrorCode::InvalidGrant {
+                app.store.revoke_grant(&grant.id, now).await?;
+            }
+            return Err(e);
+        }
+    }
     let (handle, new) = new_refresh_record(app, tenant, client, &grant.id, grant.expires_at);
     match app
         .store
@@ -150,6 +162,7 @@ pub async fn grant(
             auth_time: Some(data.auth_time),
             act: None,
             format: None,
+            copied: crate::tokens::copied_claims(tenant, &data.user),
         },
     )
     .await?;

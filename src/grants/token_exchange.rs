@@ -19,8 +19,10 @@ use crate::oauth::scope::ScopeSet;
 use crate::store::GrantRecord;
 use crate::tenants::{ExchangeRule, Tenant, TokenFormat};
 use crate::tokens::inspect::{inspect_access_token, Inspected};
-use crate::tokens::secret::random_id;
-use crate::tokens::{mint_access_token, AccessClaims, AccessTokenSpec, GrantData};
+use crate::tokens::secret::{ct_eq, random_id};
+use crate::tokens::{
+    copied_claims, mint_access_token, AccessClaims, AccessTokenSpec, GrantData, UserClaims,
+};
 use crate::AppState;
 
 pub use crate::tenants::GRANT_TOKEN_EXCHANGE;
@@ -195,9 +197,7 @@ async fn verified(
 }
 
 /// An ID token as the subject (this tenant's own, issued to this client, or
-/// one from an upstream provider of a connector, verified against its keys):
-/// the user it names, holding what the policy lets this client have at the
-/// target. It carries no token id, so what is minted hangs off no grant.
+/// one from an upstream provider of a connector, verified against its keys).
 async fn id_token_subject(
     app: &AppState,
     tenant: &Tenant,
@@ -206,25 +206,110 @@ async fn id_token_subject(
     target: &str,
 ) -> OAuthResult<AccessClaims> {
     let (sub, auth_time) = super::id_jag::check_id_token(app, tenant, client, token).await?;
+    let copied = if tenant.settings.access_token_claims.is_empty() {
+        Default::default()
+    } else {
+        // The claims the connector reported at the user's latest sign-in.
+        let stored = app.store.get_identity_by_subject(&tenant.id, &sub).await?;
+        let user: UserClaims = stored
+            .and_then(|rec| serde_json::from_str(&rec.claims).ok())
+            .unwrap_or_default();
+        copied_claims(tenant, &user)
+    };
+    Ok(upstream_subject_claims(
+        app,
+        tenant,
+        client,
+        UpstreamSubject {
+            sub,
+            auth_time: auth_time.and_then(|v| v.as_i64()),
+            copied,
+        },
+        target,
+    ))
+}
+
+/// An access token as the subject: one this tenant issued, or a JWT access
+/// token of a connector's upstream provider, verified against its keys and
+/// the connector's `access_token_audiences`.
+async fn access_token_subject(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    target: &str,
+) -> OAuthResult<AccessClaims> {
+    if let Inspected::Active(claims) = inspect_access_token(app, tenant, token).await? {
+        return Ok(*claims);
+    }
+    let issuer = super::id_jag::unverified_claim(token, "iss");
+    let connector = issuer.as_deref().and_then(|iss| {
+        tenant
+            .connectors
+            .iter()
+            .find(|c| !ct_eq(iss, &tenant.issuer) && c.issuer() == Some(iss))
+    });
+    let Some(connector) = connector else {
+        return Err(OAuthError::invalid_request(
+            "subject_token is invalid, expired, revoked, or from an issuer that is neither this tenant nor one of its identity providers",
+        ));
+    };
+    let identity = connector
+        .verify_presented_access_token(token)
+        .await
+        .map_err(|e| super::id_jag::refused_by(connector.as_ref(), e))?;
+    let sub = crate::tenants::identity::broker_subject(app, tenant, &identity).await?;
+    let copied = copied_claims(tenant, &crate::tenants::identity::user_claims(&identity));
+    Ok(upstream_subject_claims(
+        app,
+        tenant,
+        client,
+        UpstreamSubject {
+            sub,
+            auth_time: None,
+            copied,
+        },
+        target,
+    ))
+}
+
+/// Who an ID token or upstream access token names.
+struct UpstreamSubject {
+    sub: String,
+    auth_time: Option<i64>,
+    copied: serde_json::Map<String, Value>,
+}
+
+/// The user an upstream (or ID) token names, holding what the policy lets
+/// this client have at the target. It carries no token id, so what is
+/// minted hangs off no grant.
+fn upstream_subject_claims(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    who: UpstreamSubject,
+    target: &str,
+) -> AccessClaims {
     let scope = crate::oauth::authorization_request::allowed_scopes(
         tenant,
         client,
         &[target.to_string()],
         false,
     );
-    Ok(AccessClaims {
+    AccessClaims {
         iss: tenant.issuer.clone(),
-        sub,
+        sub: who.sub,
         aud: target.to_string(),
         client_id: client.client_id.clone(),
         scope: scope.to_string(),
         jti: String::new(),
         iat: app.now(),
         exp: app.now(),
-        auth_time: auth_time.and_then(|v| v.as_i64()),
+        auth_time: who.auth_time,
         act: None,
         may_act: None,
-    })
+        copied: who.copied,
+    }
 }
 
 /// RFC 8693 §4.4: when the subject token names who may act for it, the
@@ -306,7 +391,7 @@ pub async fn grant(
     let subject = if ex.subject_type == TYPE_ID_TOKEN {
         id_token_subject(app, tenant, client, subject_token, &ex.target).await?
     } else {
-        verified(app, tenant, subject_token, "subject_token").await?
+        access_token_subject(app, tenant, client, subject_token, &ex.target).await?
     };
     let act = match params.get("actor_token") {
         Some(actor_token) => {
@@ -361,6 +446,7 @@ pub async fn grant(
             auth_time: subject.auth_time,
             act,
             format: (ex.requested_type == TYPE_JWT).then_some(TokenFormat::Jwt),
+            copied: subject.copied.clone(),
         },
     )
     .await?;
@@ -398,10 +484,15 @@ async fn issue_refresh(
     let now = app.now();
     // The derived grant is a child of the user's: it is revoked with it and
     // never outlives it.
-    let parent_expires = match parent_grant {
-        Some(id) => app.store.get_grant(id).await?.map(|g| g.expires_at),
+    let parent = match parent_grant {
+        Some(id) => app.store.get_grant(id).await?,
         None => None,
     };
+    let parent_expires = parent.as_ref().map(|g| g.expires_at);
+    // It rests on the same upstream session as the user's grant.
+    let connector_id = parent
+        .and_then(|g| serde_json::from_str::<GrantData>(&g.data).ok())
+        .and_then(|d| d.connector_id);
     let ttl = client
         .meta
         .refresh_token_ttl
@@ -412,6 +503,7 @@ async fn issue_refresh(
         auth_time: subject.auth_time.unwrap_or(now),
         sid: None,
         user: Default::default(),
+        connector_id,
     };
     let grant = GrantRecord {
         id: random_id(),
@@ -454,6 +546,7 @@ mod tests {
             auth_time: None,
             act: None,
             may_act: None,
+            copied: Default::default(),
         }
     }
 

@@ -262,6 +262,19 @@ pub trait Store: Send + Sync + 'static {
         tenant_id: &str,
         subject: &str,
     ) -> StoreResult<Option<IdentityRecord>>;
+    /// The upstream session of a broker subject (JSON), if one is kept.
+    async fn get_upstream_session(
+        &self,
+        tenant_id: &str,
+        subject: &str,
+    ) -> StoreResult<Option<String>>;
+    /// Replaces (or, with `None`, forgets) the upstream session of a subject.
+    async fn put_upstream_session(
+        &self,
+        tenant_id: &str,
+        subject: &str,
+        data: Option<&str>,
+    ) -> StoreResult<()>;
 
     // Pending authorizations (between /authorize and the code)
     async fn put_pending(&self, p: &HandleRecord) -> StoreResult<()>;

@@ -467,6 +467,30 @@ macro_rules! sql_store {
                 .transpose()
             }
 
+            async fn get_upstream_session(&self, tenant_id: &str, subject: &str) -> StoreResult<Option<String>> {
+                let row = sqlx::query(
+                    "SELECT upstream FROM identities WHERE tenant_id = $1 AND subject = $2",
+                )
+                .bind(tenant_id)
+                .bind(subject)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(row) => get!(row, "upstream"),
+                    None => None,
+                })
+            }
+
+            async fn put_upstream_session(&self, tenant_id: &str, subject: &str, data: Option<&str>) -> StoreResult<()> {
+                sqlx::query("UPDATE identities SET upstream = $3 WHERE tenant_id = $1 AND subject = $2")
+                    .bind(tenant_id)
+                    .bind(subject)
+                    .bind(data)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn put_pending(&self, p: &HandleRecord) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO pending_authorizations (id_hash, tenant_id, data, expires_at) VALUES ($1, $2, $3, $4) \

@@ -2,6 +2,7 @@
 //! token policy. The registry loads them from the store and caches them
 //! briefly, so a CLI change reaches running nodes within seconds.
 
+pub mod identity;
 pub mod model;
 
 use std::sync::Arc;
@@ -154,6 +155,12 @@ pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connect
                 ));
             }
             domains.push((&c.id, d));
+        }
+        if !(0..=86_400).contains(&c.upstream_check_interval) {
+            return Err(format!(
+                "connector '{}': upstream_check_interval must be between 0 and 86400 seconds (got {})",
+                c.id, c.upstream_check_interval
+            ));
         }
         match c.kind.as_str() {
             "dev" => {

@@ -1,6 +1,8 @@
 //! What a tenant is made of, as stored (JSON documents in the store) and as
 //! written in the config file.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_TENANT: &str = "default";
@@ -76,8 +78,19 @@ pub struct ConnectorSettings {
     /// in one of them picks this connector without asking.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
+    /// Seconds between re-checks of a user at the upstream (with the
+    /// refresh token kept from their login) when their Gatehouse refresh
+    /// token is used: a user disabled upstream loses access within this.
+    #[serde(default = "default_upstream_check_interval")]
+    pub upstream_check_interval: i64,
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+pub const DEFAULT_UPSTREAM_CHECK_INTERVAL: i64 = 300;
+
+fn default_upstream_check_interval() -> i64 {
+    DEFAULT_UPSTREAM_CHECK_INTERVAL
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -107,6 +120,64 @@ pub struct TenantSettings {
     /// Client ID Metadata Documents: `https` URL client ids fetched on use.
     #[serde(default)]
     pub client_id_metadata: CimdPolicy,
+    /// User claims copied into access tokens: broker claim (`email`,
+    /// `email_verified`, `name`, `groups`, or one a connector maps, such as
+    /// `tid`, `roles`, `org_id`) → the claim's name in the token.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub access_token_claims: BTreeMap<String, String>,
+}
+
+/// Token claims Gatehouse sets itself: a copied claim may not take their name.
+const RESERVED_ACCESS_TOKEN_CLAIMS: [&str; 21] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "act",
+    "may_act",
+    "auth_time",
+    "cnf",
+    "azp",
+    "sid",
+    "acr",
+    "amr",
+    "nonce",
+    "typ",
+    "token_type",
+    "active",
+];
+
+/// Checks `[tenants.access_token_claims]`: names are plain claim names and
+/// none shadows a claim Gatehouse sets.
+pub fn validate_access_token_claims(map: &BTreeMap<String, String>) -> Result<(), String> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 100
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-:./".contains(&b))
+    };
+    let mut targets = std::collections::BTreeSet::new();
+    for (source, target) in map {
+        if !plain(source) || !plain(target) {
+            return Err(format!(
+                "'{source}' = '{target}': claim names are 1-100 characters of letters, digits and _-:./"
+            ));
+        }
+        if RESERVED_ACCESS_TOKEN_CLAIMS.contains(&target.as_str()) {
+            return Err(format!(
+                "'{source}' = '{target}': '{target}' is set by Gatehouse and cannot be copied into"
+            ));
+        }
+        if !targets.insert(target) {
+            return Err(format!("'{target}' is the target of two claims"));
+        }
+    }
+    Ok(())
 }
 
 /// Client ID Metadata Document settings of a tenant
@@ -374,5 +445,36 @@ impl ClientMetadata {
 
     pub fn display_name<'a>(&'a self, client_id: &'a str) -> &'a str {
         self.client_name.as_deref().unwrap_or(client_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn copied_claims_may_not_shadow_gatehouse_claims() {
+        assert!(validate_access_token_claims(&claims(&[("tid", "entra_tid")])).is_ok());
+        for reserved in ["sub", "aud", "scope", "client_id", "act", "active"] {
+            let err = validate_access_token_claims(&claims(&[("email", reserved)])).unwrap_err();
+            assert!(err.contains("set by Gatehouse"), "{reserved}: {err}");
+        }
+    }
+
+    #[test]
+    fn copied_claims_have_plain_distinct_names() {
+        assert!(validate_access_token_claims(&claims(&[("email", "e mail")])).is_err());
+        assert!(validate_access_token_claims(&claims(&[("", "x")])).is_err());
+        let twice = claims(&[("email", "who"), ("name", "who")]);
+        assert!(validate_access_token_claims(&twice)
+            .unwrap_err()
+            .contains("two claims"));
     }
 }

@@ -4,6 +4,8 @@
 pub mod inspect;
 pub mod secret;
 
+use std::collections::BTreeMap;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,11 @@ pub struct UserClaims {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Further claims the connector mapped (`tid`, `roles`, `org_id`, ...):
+    /// released only into access tokens, as the tenant's
+    /// `access_token_claims` names them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// What a user (or client) was granted: the part of an authorization that
@@ -42,6 +49,10 @@ pub struct GrantData {
     pub sid: Option<String>,
     #[serde(default)]
     pub user: UserClaims,
+    /// The connector the user signed in with (user grants): its upstream
+    /// session is re-checked on refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_id: Option<String>,
 }
 
 /// RFC 9068 access token claims.
@@ -64,6 +75,10 @@ pub struct AccessClaims {
     /// RFC 8693 §4.4: who may act for the subject, when the issuer said so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub may_act: Option<serde_json::Value>,
+    /// User claims the tenant copies into access tokens
+    /// (`access_token_claims`), under their configured names.
+    #[serde(flatten)]
+    pub copied: serde_json::Map<String, serde_json::Value>,
 }
 
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -78,6 +93,34 @@ pub struct AccessTokenSpec<'a> {
     pub act: Option<serde_json::Value>,
     /// Overrides the client's configured format (token exchange asking for a JWT).
     pub format: Option<TokenFormat>,
+    /// User claims to carry (see [`copied_claims`]).
+    pub copied: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The user claims the tenant's `access_token_claims` copies into access
+/// tokens, under their configured names. Absent claims are left out.
+pub fn copied_claims(
+    tenant: &Tenant,
+    user: &UserClaims,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut out = serde_json::Map::new();
+    for (source, target) in &tenant.settings.access_token_claims {
+        let value = match source.as_str() {
+            "email" => user.email.clone().map(Value::from),
+            "email_verified" => user
+                .email
+                .as_ref()
+                .map(|_| Value::from(user.email_verified)),
+            "name" => user.name.clone().map(Value::from),
+            "groups" => (!user.groups.is_empty()).then(|| Value::from(user.groups.clone())),
+            other => user.extra.get(other).cloned(),
+        };
+        if let Some(value) = value {
+            out.insert(target.clone(), value);
+        }
+    }
+    out
 }
 
 pub struct MintedAccessToken {
@@ -118,6 +161,7 @@ pub async fn mint_access_token(
         auth_time: spec.auth_time,
         act: spec.act.clone(),
         may_act: None,
+        copied: spec.copied,
     };
     let mut record = AccessTokenRecord {
         jti: claims.jti.clone(),
@@ -271,6 +315,7 @@ mod tests {
             email_verified: true,
             name: Some("A".into()),
             groups: vec![],
+            extra: Default::default(),
         };
         let none = released_claims(&ScopeSet::parse("openid").unwrap(), &user);
         assert!(none.is_empty());

@@ -19,13 +19,22 @@
 //                            document with UPSTREAM_TEMPLATE_FROM in the issuer
 //                            replaced by "{tenantid}" (Entra multi-tenant)
 //   UPSTREAM_TEMPLATE_FROM   the issuer part replaced there (e.g. the tid)
+//   UPSTREAM_RESOURCE        an API identifier (absolute URI): with resource=<it>
+//                            and scope api:read, the provider issues JWT access
+//                            tokens (RFC 9068) whose aud is that API
+//   UPSTREAM_REFRESH=1       the client also gets refresh tokens (without
+//                            offline_access), for upstream session re-checks
+//
+// Test control: POST /__test/disable/<login> removes an account, as an admin
+// disabling a user would; the provider then refuses that user's refresh
+// tokens with invalid_grant.
 //
 // The development login form accepts any password for a known login name.
 // Prints "ready" on stdout once listening.
 
 import http from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.UPSTREAM_PORT);
 if (!Number.isInteger(port) || port <= 0) {
@@ -71,13 +80,16 @@ for (const account of Object.values(accounts)) {
   }
 }
 
+const apiResource = process.env.UPSTREAM_RESOURCE || null;
+const withRefresh = process.env.UPSTREAM_REFRESH === '1';
+
 const configuration = {
   clients: [
     {
       client_id: process.env.UPSTREAM_CLIENT_ID || 'gatehouse',
       client_secret: process.env.UPSTREAM_CLIENT_SECRET || 'gatehouse-upstream-secret-0123456789',
       redirect_uris: redirectUris,
-      grant_types: ['authorization_code'],
+      grant_types: withRefresh ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     },
@@ -93,6 +105,26 @@ const configuration = {
   conformIdTokenClaims: process.env.UPSTREAM_CLAIMS_AT_USERINFO === '1',
   features: {
     devInteractions: { enabled: true },
+    resourceIndicators: {
+      enabled: Boolean(apiResource),
+      defaultResource: () => undefined,
+      useGrantedResource: () => true,
+      async getResourceServerInfo(_ctx, resourceIndicator) {
+        if (resourceIndicator !== apiResource) {
+          throw new errors.InvalidTarget();
+        }
+        return {
+          scope: 'api:read',
+          audience: apiResource,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: 600,
+        };
+      },
+    },
+  },
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', 'api:read'],
+  async issueRefreshToken(_ctx, client) {
+    return withRefresh && client.grantTypeAllowed('refresh_token');
   },
   cookies: { keys: ['test-only-cookie-signing-key'] },
   async findAccount(_ctx, id) {
@@ -113,6 +145,13 @@ const templateDiscovery = process.env.UPSTREAM_TEMPLATE_DISCOVERY
   ? `${process.env.UPSTREAM_TEMPLATE_DISCOVERY.replace(/\/$/, '')}/.well-known/openid-configuration`
   : null;
 const server = http.createServer(async (req, res) => {
+  const disable = req.method === 'POST' && req.url.match(/^\/__test\/disable\/([A-Za-z0-9_-]+)$/);
+  if (disable) {
+    delete accounts[disable[1]];
+    res.writeHead(204);
+    res.end();
+    return;
+  }
   if (templateDiscovery && req.url === templateDiscovery) {
     const own = await fetch(`${issuer}/.well-known/openid-configuration`);
     const doc = await own.json();
