@@ -411,62 +411,19 @@ const AGENT_SECRET: &str = "enterprise-agent-secret-01";
 /// Plays a client of the provider itself (the connector's client, whose
 /// secret the test knows): signs `login` in and returns the provider's ID token.
 async fn upstream_id_token(server: &Server, issuer: &str, login: &str) -> String {
-    let json = upstream_tokens(server, issuer, login, "openid email profile", &[]).await;
+    let json = upstream_tokens(
+        server,
+        issuer,
+        "/callback/corp",
+        login,
+        "openid email profile",
+        &[],
+    )
+    .await;
     json["id_token"]
         .as_str()
         .expect("id_token from the provider")
         .to_string()
-}
-
-/// The provider's token response for `login`, asked with `scope` and `extra`
-/// authorization parameters.
-async fn upstream_tokens(
-    server: &Server,
-    issuer: &str,
-    login: &str,
-    scope: &str,
-    extra: &[(&str, &str)],
-) -> Value {
-    let p = pkce();
-    let callback = server.url("/callback/corp");
-    let mut start = url::Url::parse(&format!("{issuer}/auth")).unwrap();
-    start
-        .query_pairs_mut()
-        .append_pair("client_id", UPSTREAM_CLIENT)
-        .append_pair("response_type", "code")
-        .append_pair("scope", scope)
-        .append_pair("redirect_uri", &callback)
-        .append_pair("state", "s-1")
-        .append_pair("nonce", "n-1")
-        .append_pair("code_challenge", &p.challenge)
-        .append_pair("code_challenge_method", "S256");
-    for (k, v) in extra {
-        start.query_pairs_mut().append_pair(k, v);
-    }
-    let back = at_upstream(
-        &Browser::new(),
-        server,
-        start.as_str(),
-        login,
-        AtUpstream::SignInAndConsent,
-    )
-    .await;
-    let code = query_param(&back, "code").expect("code from the provider");
-    let res = reqwest::Client::new()
-        .post(format!("{issuer}/token"))
-        .basic_auth(UPSTREAM_CLIENT, Some(UPSTREAM_SECRET))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &callback),
-            ("code_verifier", &p.verifier),
-        ])
-        .send()
-        .await
-        .expect("provider token endpoint");
-    let json: Value = res.json().await.expect("json");
-    assert!(json["access_token"].is_string(), "provider tokens: {json}");
-    json
 }
 
 async fn upstream_id_token_is_exchanged_for_an_id_jag_and_redeemed(db: Db) {
@@ -713,6 +670,7 @@ async fn upstream_jwt_access_token_is_exchanged_for_a_gatehouse_token(db: Db) {
     let upstream = upstream_tokens(
         &server,
         &issuer,
+        "/callback/corp",
         "alice",
         "openid email api:read",
         &[("resource", UPSTREAM_API)],
@@ -800,6 +758,7 @@ async fn upstream_access_tokens_are_refused_unless_the_connector_lists_their_aud
     let upstream = upstream_tokens(
         &server,
         &issuer,
+        "/callback/corp",
         "alice",
         "openid api:read",
         &[("resource", UPSTREAM_API)],

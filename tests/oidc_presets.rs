@@ -370,7 +370,108 @@ async fn configured_claims_are_copied_into_access_tokens_and_introspection(db: D
     assert_eq!(info["email"], "alice@contoso.example", "{info}");
 }
 
+async fn entra_multi_tenant_id_tokens_are_exchange_subjects_for_allowed_tenants(db: Db) {
+    let accounts = entra_accounts();
+    let extra = serde_json::json!({ "tid": TID }).to_string();
+    let path = format!("/{TID}/v2.0");
+    let env = [
+        ("UPSTREAM_ACCOUNTS", accounts.as_str()),
+        ("UPSTREAM_EXTRA_CLAIMS", extra.as_str()),
+        ("UPSTREAM_ISSUER_PATH", path.as_str()),
+        ("UPSTREAM_TEMPLATE_DISCOVERY", "/organizations/v2.0"),
+        ("UPSTREAM_TEMPLATE_FROM", TID),
+    ];
+    let agent_may_exchange_id_tokens = format!(
+        r#"
+[[tenants.clients]]
+client_id = "agent"
+secret = "agent-secret-0123456789"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+
+[[tenants.token_exchange]]
+clients = ["agent"]
+subject_token_types = ["urn:ietf:params:oauth:token-type:id_token"]
+resources = ["{MCP}"]
+"#
+    );
+    async fn exchange(server: &Server, id_token: String) -> (u16, serde_json::Value) {
+        token_request(
+            server,
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", &id_token),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:id_token",
+                ),
+                ("resource", MCP),
+            ],
+            Some(("agent", "agent-secret-0123456789")),
+        )
+        .await
+    }
+    for (allowed, accepted) in [(TID, true), (OTHER_TID, false)] {
+        let allowed_line = format!("allowed_tenants = [\"{allowed}\"]");
+        let (server, _upstream) = start_preset(
+            db,
+            "entra",
+            |port| {
+                format!(
+                    "{}{agent_may_exchange_id_tokens}",
+                    entra_connector(port, "organizations", &allowed_line)
+                )
+            },
+            &env,
+        )
+        .await;
+        let cfg = std::fs::read_to_string(&server.config_path).unwrap();
+        let at = cfg.find("authority = \"").unwrap() + "authority = \"".len();
+        let authority = &cfg[at..at + cfg[at..].find('"').unwrap()];
+        let issuer = format!("{authority}/{TID}/v2.0");
+        let tokens = upstream_tokens(
+            &server,
+            &issuer,
+            "/callback/entra",
+            "alice",
+            "openid email profile",
+            &[],
+        )
+        .await;
+        let id_token = tokens["id_token"].as_str().unwrap().to_string();
+        assert_eq!(
+            jwt_claims(&id_token)["iss"],
+            issuer,
+            "a tenant's own issuer"
+        );
+        let (status, json) = exchange(&server, id_token).await;
+        if accepted {
+            assert_eq!(status, 200, "{json}");
+            let access = jwt_claims(json["access_token"].as_str().unwrap());
+            assert_eq!(access["aud"], MCP);
+            let sub = access["sub"].as_str().unwrap().to_string();
+            assert_eq!(
+                upstream_subject(&server, &sub).await,
+                (
+                    "entra".to_string(),
+                    format!("{TID}:00000000-0000-0000-aaaa-000000000001")
+                ),
+                "the same mapping as a login"
+            );
+        } else {
+            assert_eq!(
+                (status, json["error"].as_str()),
+                (400, Some("invalid_request")),
+                "a tenant that is not allowed: {json}"
+            );
+        }
+    }
+}
+
 on_both_databases!(
+    entra_multi_tenant_id_tokens_are_exchange_subjects_for_allowed_tenants,
     configured_claims_are_copied_into_access_tokens_and_introspection,
     entra_single_tenant_login_maps_oid_tid_and_groups,
     entra_multi_tenant_accepts_listed_tenants_through_the_template_issuer,

@@ -97,6 +97,17 @@ impl Preset for EntraPreset {
         self.single.is_none()
     }
 
+    /// Multi-tenant: the template with one of the allowed tenant ids.
+    fn issues(&self, configured: &str, iss: &str) -> bool {
+        match &self.single {
+            Some(_) => configured == iss,
+            None => self
+                .allowed
+                .iter()
+                .any(|tid| self.template.replace(TENANT_TEMPLATE, tid) == iss),
+        }
+    }
+
     fn apply(
         &self,
         claims: &Map<String, Value>,
@@ -344,6 +355,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("multi-tenant issuer"), "{e}");
+    }
+
+    #[test]
+    fn multi_tenant_claims_the_issuers_of_allowed_tenants_only() {
+        let p = multi();
+        let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let own = format!("https://login.microsoftonline.com/{TID}/v2.0");
+        assert!(p.issues(template, &own));
+        let other = "https://login.microsoftonline.com/0a0a0a0a-2222-4333-8444-555555555555/v2.0";
+        assert!(!p.issues(template, other), "a tenant not allowed");
+        assert!(!p.issues(template, template), "the template itself");
     }
 
     #[test]

@@ -181,6 +181,14 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// Whether a presented token claiming issuer `iss` is this connector's
+    /// to verify (only routing: the verification checks `iss` again). Most
+    /// connectors have one issuer; a multi-tenant Entra ID connector has one
+    /// per allowed tenant.
+    fn issues(&self, iss: &str) -> bool {
+        self.issuer() == Some(iss)
+    }
+
     /// Verifies an ID token that the upstream issued and a client presents
     /// (token exchange subject): signature against the upstream's keys,
     /// `iss`, expiry, and an audience this connector accepts.

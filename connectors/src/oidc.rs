@@ -185,6 +185,11 @@ pub trait Preset: Send + Sync {
     fn checks_issuer(&self) -> bool {
         false
     }
+    /// Whether `iss` is an issuer of this provider, `configured` being the
+    /// connector's (routing of presented tokens).
+    fn issues(&self, configured: &str, iss: &str) -> bool {
+        configured == iss
+    }
     /// Called after the ID token was validated and mapped: further checks
     /// (refusing the sign-in) and further mapping.
     fn apply(
@@ -832,6 +837,13 @@ impl OidcConnector {
 impl Connector for OidcConnector {
     fn issuer(&self) -> Option<&str> {
         Some(self.issuer.as_str())
+    }
+
+    fn issues(&self, iss: &str) -> bool {
+        match &self.preset {
+            Some(preset) => preset.issues(self.issuer.as_str(), iss),
+            None => self.issuer.as_str() == iss,
+        }
     }
 
     async fn verify_presented_id_token(&self, token: &str) -> Result<Identity, ConnectorError> {

@@ -87,7 +87,7 @@ pub(crate) async fn check_id_token(
     let connector = tenant
         .connectors
         .iter()
-        .find(|c| c.issuer() == Some(iss.as_str()))
+        .find(|c| c.issues(&iss))
         .ok_or_else(|| OAuthError::invalid_request("subject_token comes from an issuer that is neither this one nor one of its identity providers"))?;
     let identity = connector
         .verify_presented_id_token(token)

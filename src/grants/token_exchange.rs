@@ -247,7 +247,7 @@ async fn access_token_subject(
         tenant
             .connectors
             .iter()
-            .find(|c| !ct_eq(iss, &tenant.issuer) && c.issuer() == Some(iss))
+            .find(|c| !ct_eq(iss, &tenant.issuer) && c.issues(iss))
     });
     let Some(connector) = connector else {
         return Err(OAuthError::invalid_request(

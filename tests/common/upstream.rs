@@ -310,6 +310,60 @@ pub async fn login_upstream(
     redeem(server, &code, &p).await
 }
 
+/// Plays a client of the provider itself (the connector's client, whose
+/// secret the tests know, with Gatehouse's callback at `callback_path` as
+/// its redirect URI): the provider's token response for `login`, asked with
+/// `scope` and `extra` authorization parameters.
+pub async fn upstream_tokens(
+    server: &Server,
+    issuer: &str,
+    callback_path: &str,
+    login: &str,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> Value {
+    let p = pkce();
+    let callback = server.url(callback_path);
+    let mut start = url::Url::parse(&format!("{issuer}/auth")).unwrap();
+    start
+        .query_pairs_mut()
+        .append_pair("client_id", UPSTREAM_CLIENT)
+        .append_pair("response_type", "code")
+        .append_pair("scope", scope)
+        .append_pair("redirect_uri", &callback)
+        .append_pair("state", "s-1")
+        .append_pair("nonce", "n-1")
+        .append_pair("code_challenge", &p.challenge)
+        .append_pair("code_challenge_method", "S256");
+    for (k, v) in extra {
+        start.query_pairs_mut().append_pair(k, v);
+    }
+    let back = at_upstream(
+        &Browser::new(),
+        server,
+        start.as_str(),
+        login,
+        AtUpstream::SignInAndConsent,
+    )
+    .await;
+    let code = query_param(&back, "code").expect("code from the provider");
+    let res = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth(UPSTREAM_CLIENT, Some(UPSTREAM_SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &callback),
+            ("code_verifier", &p.verifier),
+        ])
+        .send()
+        .await
+        .expect("provider token endpoint");
+    let json: Value = res.json().await.expect("json");
+    assert!(json["access_token"].is_string(), "provider tokens: {json}");
+    json
+}
+
 pub async fn userinfo(server: &Server, access_token: &str) -> Value {
     let res = reqwest::Client::new()
         .get(server.url("/userinfo"))
