@@ -43,6 +43,9 @@ pub struct TenantConfig {
     pub id: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Host name the tenant is served at (its issuer's host).
+    #[serde(default)]
+    pub domain: Option<String>,
     #[serde(default)]
     pub default_resource: Option<String>,
     #[serde(default)]
@@ -182,6 +185,11 @@ impl FileConfig {
             }
             t.validate(&at)?;
         }
+        let domains = self
+            .tenants
+            .iter()
+            .filter_map(|t| Some((t.id.as_str(), t.domain.as_deref()?)));
+        crate::tenants::validate_domains(domains, None).map_err(|e| format!("tenants: {e}"))?;
         Ok(())
     }
 }
@@ -190,6 +198,7 @@ impl TenantConfig {
     pub fn settings(&self) -> TenantSettings {
         TenantSettings {
             display_name: self.display_name.clone(),
+            domain: self.domain.clone(),
             default_resource: self
                 .default_resource
                 .as_deref()
@@ -205,6 +214,9 @@ impl TenantConfig {
     }
 
     fn validate(&self, at: &str) -> Result<(), String> {
+        if let Some(d) = &self.domain {
+            crate::tenants::validate_domain(d).map_err(|e| format!("{at}.domain: {e}"))?;
+        }
         self.tokens
             .validate()
             .map_err(|e| format!("{at}.tokens: {e}"))?;
