@@ -459,12 +459,14 @@ impl Browser {
             }
             let body = res.text().await.expect("body");
             if body.contains("name=\"password\"") {
-                let form = [
+                let mut form = vec![
                     ("pending", hidden_field(&body, "pending").expect("pending")),
                     ("csrf", hidden_field(&body, "csrf").expect("csrf")),
                     ("username", user.to_string()),
                     ("password", password.to_string()),
                 ];
+                // Like a browser, send the form's connector back too.
+                form.extend(hidden_field(&body, "connector").map(|c| ("connector", c)));
                 res = self
                     .http
                     .post(server_action(&body, base))
