@@ -569,6 +569,23 @@ mod tests {
     }
 
     #[test]
+    fn tenant_domains_are_checked_at_load() {
+        let two = "[[tenants]]\nid = \"a\"\ndomain = \"x.example\"\n[[tenants]]\nid = \"b\"\ndomain = \"x.example\"\n";
+        let err = FileConfig::parse(two, "x.toml").unwrap_err();
+        assert!(
+            err.0.contains("'x.example' already belongs to tenant 'a'"),
+            "{}",
+            err.0
+        );
+        let bad = "[[tenants]]\nid = \"a\"\ndomain = \"X.example:8080\"\n";
+        let err = FileConfig::parse(bad, "x.toml").unwrap_err();
+        assert!(err.0.contains("tenants[0].domain"), "{}", err.0);
+        let default = "[[tenants]]\nid = \"default\"\ndomain = \"x.example\"\n";
+        let err = FileConfig::parse(default, "x.toml").unwrap_err();
+        assert!(err.0.contains("default tenant"), "{}", err.0);
+    }
+
+    #[test]
     fn public_client_cannot_use_client_credentials() {
         let text = "[[tenants]]\nid = \"default\"\n[[tenants.clients]]\nclient_id = \"c\"\ngrant_types = [\"client_credentials\"]\n";
         let err = FileConfig::parse(text, "x.toml").unwrap_err();

@@ -508,3 +508,69 @@ impl FromRequestParts<AppState> for TenantCtx {
         Ok(TenantCtx(tenant))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_issuer_replaces_only_the_host() {
+        let cases = [
+            (
+                "https://auth.example.com",
+                "login.acme.example",
+                "https://login.acme.example",
+            ),
+            (
+                "http://127.0.0.1:8080",
+                "acme.localhost",
+                "http://acme.localhost:8080",
+            ),
+            (
+                "https://example.com/auth",
+                "id.acme.example",
+                "https://id.acme.example/auth",
+            ),
+        ];
+        for (public_url, domain, issuer) in cases {
+            assert_eq!(host_issuer(public_url, domain).unwrap(), issuer);
+        }
+    }
+
+    #[test]
+    fn domain_must_be_a_lowercase_host_name() {
+        for ok in ["login.acme.example", "acme.localhost", "a-1.b2.example"] {
+            assert!(validate_domain(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "acme",
+            "Login.acme.example",
+            "acme.example.",
+            "acme.example:443",
+            "https://acme.example",
+            "*.acme.example",
+            "-acme.example",
+            "acme..example",
+            "10.0.0.1",
+            "acme.example/path",
+        ] {
+            assert!(validate_domain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn domains_are_unique_and_never_the_default_tenants() {
+        let err = validate_domains([("a", "x.example"), ("b", "x.example")], None).unwrap_err();
+        assert!(err.contains("already belongs to tenant 'a'"), "{err}");
+        let err = validate_domains([(DEFAULT_TENANT, "x.example")], None).unwrap_err();
+        assert!(err.contains("default tenant"), "{err}");
+        let err = validate_domains([("a", "auth.example")], Some("AUTH.example")).unwrap_err();
+        assert!(err.contains("public URL"), "{err}");
+        assert!(validate_domains(
+            [("a", "a.example"), ("b", "b.example")],
+            Some("auth.example")
+        )
+        .is_ok());
+    }
+}
