@@ -853,7 +853,7 @@ async fn check_domains(
         pairs.iter().map(|(i, d)| (i.as_str(), d.as_str())),
         public_host.as_deref(),
     )
-    .map_err(|e| anyhow!("domain: {e}"))
+    .map_err(|e| anyhow!(e))
 }
 
 async fn tenants(global: &GlobalArgs, cmd: TenantsCommand) -> Result<()> {
