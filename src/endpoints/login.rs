@@ -1,8 +1,9 @@
 //! GET /login picks the connector for a pending authorization (the only one,
 //! the one for the `login_hint`'s email domain, or the user's answer on the
 //! chooser page: an email address whose domain picks the connector, POSTed
-//! to /login/email, or one of the listed methods). Password-form connectors get the login form here;
-//! redirect connectors (OIDC) send the browser upstream (see `callback`).
+//! to /login/email, or one of the listed methods). Password-form connectors
+//! get the login form here; redirect connectors (OIDC) send the browser
+//! upstream (see `callback`).
 
 use std::sync::Arc;
 
