@@ -127,6 +127,7 @@ fn tenant_routes() -> Router<AppState> {
             "/login",
             get(endpoints::login::show).post(endpoints::login::submit),
         )
+        .route("/login/email", post(endpoints::login::email))
         .route(
             "/callback/{connector_id}",
             get(endpoints::callback::callback),

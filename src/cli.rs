@@ -16,8 +16,8 @@ use crate::keys::{initial_keys, plan_rotation, Alg, Kek};
 use crate::oauth::resource;
 use crate::store::{self, ClientRecord, DynStore, ResourceRecord, TenantRecord};
 use crate::tenants::{
-    issuer_for, validate_tenant_id, AuthMethod, ClientMetadata, ResourceSettings, TenantSettings,
-    TokenFormat, DEFAULT_TENANT,
+    issuer_for, validate_domains, validate_tenant_id, AuthMethod, ClientMetadata, ResourceSettings,
+    TenantSettings, TokenFormat, DEFAULT_TENANT,
 };
 use crate::tokens::secret::{argon2_hash, argon2_verify, Handle};
 
@@ -192,6 +192,18 @@ pub enum TenantsCommand {
         id: String,
         #[arg(long)]
         display_name: Option<String>,
+        /// Serve the tenant at this host name (its issuer becomes the public URL with this host).
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Give a tenant its own host name, or take it away with --clear.
+    SetDomain {
+        id: String,
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        domain: Option<String>,
+        /// Serve the tenant at `{public_url}/t/{id}` again.
+        #[arg(long)]
+        clear: bool,
     },
     List,
 }
@@ -485,6 +497,7 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("--listen: cannot bind {}", settings.listen))?;
+    check_domains(&store, Some(&public_url), None).await?;
     let app = crate::AppState::new(store.clone(), clock.clone(), kek, public_url.clone());
     for t in store.list_tenants().await? {
         // Fail at start, not on the first request, if a tenant cannot load.
@@ -814,16 +827,51 @@ async fn resources(global: &GlobalArgs, cmd: ResourcesCommand) -> Result<()> {
     Ok(())
 }
 
+/// Every tenant's domain in the store, with `change` (a tenant id and its
+/// new domain) applied, checked together (valid, unique, not the public
+/// URL's host).
+async fn check_domains(
+    store: &DynStore,
+    public_url: Option<&str>,
+    change: Option<(&str, Option<&str>)>,
+) -> Result<()> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for t in store.list_tenants().await? {
+        let s: TenantSettings = serde_json::from_str(&t.settings).unwrap_or_default();
+        let changed = change.is_some_and(|(id, _)| id == t.id);
+        if let Some(d) = s.domain.filter(|_| !changed) {
+            pairs.push((t.id, d));
+        }
+    }
+    if let Some((id, Some(d))) = change {
+        pairs.push((id.to_string(), d.to_string()));
+    }
+    let public_host = public_url
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_string));
+    validate_domains(
+        pairs.iter().map(|(i, d)| (i.as_str(), d.as_str())),
+        public_host.as_deref(),
+    )
+    .map_err(|e| anyhow!(e))
+}
+
 async fn tenants(global: &GlobalArgs, cmd: TenantsCommand) -> Result<()> {
     let (store, kek, cfg) = bootstrap(global).await?;
     match cmd {
-        TenantsCommand::Add { id, display_name } => {
+        TenantsCommand::Add {
+            id,
+            display_name,
+            domain,
+        } => {
             validate_tenant_id(&id).map_err(|e| anyhow!("id: {e}"))?;
             if store.get_tenant(&id).await?.is_some() {
                 bail!("id: tenant '{id}' already exists");
             }
+            check_domains(&store, None, Some((&id, domain.as_deref()))).await?;
             let settings = TenantSettings {
                 display_name,
+                domain,
                 ..Default::default()
             };
             store
@@ -836,10 +884,33 @@ async fn tenants(global: &GlobalArgs, cmd: TenantsCommand) -> Result<()> {
             ensure_keys(&store, &kek, &id, tenant_alg(&settings, cfg.as_ref())).await?;
             println!("tenant '{id}' added");
         }
+        TenantsCommand::SetDomain { id, domain, clear } => {
+            let mut settings = tenant_settings(&store, &id).await?;
+            let domain = domain.filter(|_| !clear);
+            check_domains(&store, None, Some((&id, domain.as_deref()))).await?;
+            settings.domain = domain;
+            let created_at = store.get_tenant(&id).await?.map_or(now(), |t| t.created_at);
+            store
+                .upsert_tenant(&TenantRecord {
+                    id: id.clone(),
+                    settings: serde_json::to_string(&settings)?,
+                    created_at,
+                })
+                .await?;
+            match &settings.domain {
+                Some(d) => println!("tenant '{id}' is served at host '{d}'"),
+                None => println!("tenant '{id}' is served under /t/{id}"),
+            }
+        }
         TenantsCommand::List => {
             for t in store.list_tenants().await? {
                 let s: TenantSettings = serde_json::from_str(&t.settings).unwrap_or_default();
-                println!("{:<24} {}", t.id, s.display_name.unwrap_or_default());
+                println!(
+                    "{:<24} {:<32} {}",
+                    t.id,
+                    s.domain.unwrap_or_default(),
+                    s.display_name.unwrap_or_default()
+                );
             }
         }
     }

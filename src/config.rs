@@ -43,6 +43,9 @@ pub struct TenantConfig {
     pub id: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Host name the tenant is served at (its issuer's host).
+    #[serde(default)]
+    pub domain: Option<String>,
     #[serde(default)]
     pub default_resource: Option<String>,
     #[serde(default)]
@@ -184,6 +187,11 @@ impl FileConfig {
             }
             t.validate(&at)?;
         }
+        let domains = self
+            .tenants
+            .iter()
+            .filter_map(|t| Some((t.id.as_str(), t.domain.as_deref()?)));
+        crate::tenants::validate_domains(domains, None).map_err(|e| format!("tenants: {e}"))?;
         Ok(())
     }
 }
@@ -192,6 +200,7 @@ impl TenantConfig {
     pub fn settings(&self) -> TenantSettings {
         TenantSettings {
             display_name: self.display_name.clone(),
+            domain: self.domain.clone(),
             default_resource: self
                 .default_resource
                 .as_deref()
@@ -208,6 +217,9 @@ impl TenantConfig {
     }
 
     fn validate(&self, at: &str) -> Result<(), String> {
+        if let Some(d) = &self.domain {
+            crate::tenants::validate_domain(d).map_err(|e| format!("{at}.domain: {e}"))?;
+        }
         self.tokens
             .validate()
             .map_err(|e| format!("{at}.tokens: {e}"))?;
@@ -559,6 +571,23 @@ mod tests {
             "{}",
             err.0
         );
+    }
+
+    #[test]
+    fn tenant_domains_are_checked_at_load() {
+        let two = "[[tenants]]\nid = \"a\"\ndomain = \"x.example\"\n[[tenants]]\nid = \"b\"\ndomain = \"x.example\"\n";
+        let err = FileConfig::parse(two, "x.toml").unwrap_err();
+        assert!(
+            err.0.contains("'x.example' already belongs to tenant 'a'"),
+            "{}",
+            err.0
+        );
+        let bad = "[[tenants]]\nid = \"a\"\ndomain = \"X.example:8080\"\n";
+        let err = FileConfig::parse(bad, "x.toml").unwrap_err();
+        assert!(err.0.contains("tenants[0].domain"), "{}", err.0);
+        let default = "[[tenants]]\nid = \"default\"\ndomain = \"x.example\"\n";
+        let err = FileConfig::parse(default, "x.toml").unwrap_err();
+        assert!(err.0.contains("default tenant"), "{}", err.0);
     }
 
     #[test]

@@ -35,11 +35,22 @@ pub struct ChooserOption {
     pub href: String,
 }
 
-/// Shown when a tenant has several connectors and nothing picks one.
+/// The email question of the chooser page (home-realm discovery).
+pub struct EmailForm<'a> {
+    pub action: &'a str,
+    pub pending: &'a str,
+    pub csrf: &'a str,
+    pub email: &'a str,
+}
+
+/// Shown when a tenant has several connectors and nothing picks one: the
+/// email question when connectors have domains, and the list of methods.
 #[derive(Template)]
 #[template(path = "choose.html")]
 pub struct ChooserPage<'a> {
     pub client_name: &'a str,
+    pub email_form: Option<EmailForm<'a>>,
+    pub error: Option<&'a str>,
     pub options: Vec<ChooserOption>,
 }
 

@@ -1,7 +1,9 @@
 //! GET /login picks the connector for a pending authorization (the only one,
-//! the one for the `login_hint`'s email domain, or the user's choice on a
-//! small chooser page). Password-form connectors get the login form here;
-//! redirect connectors (OIDC) send the browser upstream (see `callback`).
+//! the one for the `login_hint`'s email domain, or the user's answer on the
+//! chooser page: an email address whose domain picks the connector, POSTed
+//! to /login/email, or one of the listed methods). Password-form connectors
+//! get the login form here; redirect connectors (OIDC) send the browser
+//! upstream (see `callback`).
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use serde::Deserialize;
 use super::flow::{self, csrf_token, load_pending, with_cookies, PendingData, SessionData};
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::OAuthError;
-use crate::pages::{self, ChooserOption, ChooserPage, LoginPage};
+use crate::pages::{self, ChooserOption, ChooserPage, EmailForm, LoginPage};
 use crate::tenants::{connector_for_email, identity, Tenant, TenantCtx};
 use crate::tokens::secret::{random_id, Handle};
 use crate::AppState;
@@ -78,7 +80,17 @@ fn choose<'a>(tenant: &'a Tenant, pending: &PendingData, chosen: Option<&str>) -
     }
 }
 
-fn chooser_page(tenant: &Tenant, client_name: &str, pending: &str) -> Response {
+/// What the chooser page shows besides the list of methods.
+struct Ask<'a> {
+    browser: &'a str,
+    email: &'a str,
+    error: Option<&'a str>,
+    status: StatusCode,
+}
+
+/// The chooser: the email question (when any connector has email domains)
+/// above the list of sign-in methods.
+fn chooser_page(tenant: &Tenant, client_name: &str, pending: &str, ask: Ask<'_>) -> Response {
     let options: Vec<ChooserOption> = tenant
         .connectors
         .iter()
@@ -96,12 +108,53 @@ fn chooser_page(tenant: &Tenant, client_name: &str, pending: &str) -> Response {
             }
         })
         .collect();
+    let action = tenant.endpoint("/login/email");
+    let csrf = csrf_token(ask.browser, pending);
+    let asks_email = tenant
+        .settings
+        .connectors
+        .iter()
+        .any(|c| !c.domains.is_empty());
     pages::render(
-        StatusCode::OK,
+        ask.status,
         &ChooserPage {
             client_name,
+            email_form: asks_email.then_some(EmailForm {
+                action: &action,
+                pending,
+                csrf: &csrf,
+                email: ask.email,
+            }),
+            error: ask.error,
             options,
         },
+    )
+}
+
+/// Signs the user in with `connector`: upstream for redirect connectors,
+/// the password form (with `email` filled in) otherwise.
+async fn start_login(
+    app: &AppState,
+    tenant: &Tenant,
+    connector: &dyn Connector,
+    (handle, pending, browser): (&Handle, PendingData, &str),
+    client_name: &str,
+    email: &str,
+) -> Response {
+    if connector.login_method() == LoginMethod::Redirect {
+        // The connector interface has no way to pass `email` on as the
+        // upstream's `login_hint` yet.
+        return super::callback::start(app, tenant, connector, handle, pending).await;
+    }
+    login_page(
+        tenant,
+        connector,
+        client_name,
+        handle.expose(),
+        browser,
+        email,
+        None,
+        StatusCode::OK,
     )
 }
 
@@ -161,9 +214,18 @@ pub async fn show(
             Err(page) => return page,
         };
     let name = client_name(&app, &tenant, &pending.request.client_id).await;
+    let hint = pending.request.login_hint.clone().unwrap_or_default();
     let connector = match choose(&tenant, &pending, q.connector.as_deref()) {
         Choice::One(c) => c.clone(),
-        Choice::Ask => return chooser_page(&tenant, &name, &q.pending),
+        Choice::Ask => {
+            let ask = Ask {
+                browser: &browser,
+                email: &hint,
+                error: None,
+                status: StatusCode::OK,
+            };
+            return chooser_page(&tenant, &name, &q.pending, ask);
+        }
         Choice::Nothing => return no_connector(),
         Choice::Unknown => {
             return pages::error_page(&OAuthError::invalid_request(
@@ -171,20 +233,71 @@ pub async fn show(
             ))
         }
     };
-    if connector.login_method() == LoginMethod::Redirect {
-        return super::callback::start(&app, &tenant, connector.as_ref(), &handle, pending).await;
-    }
-    let hint = pending.request.login_hint.clone().unwrap_or_default();
-    login_page(
+    start_login(
+        &app,
         &tenant,
         connector.as_ref(),
+        (&handle, pending, &browser),
         &name,
-        &q.pending,
-        &browser,
         &hint,
-        None,
-        StatusCode::OK,
     )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct EmailAnswer {
+    pending: String,
+    csrf: String,
+    email: String,
+}
+
+/// POST /login/email: the answer to the chooser's email question picks the
+/// connector for the email's domain; an unknown domain shows the chooser
+/// again with a message.
+pub async fn email(
+    State(app): State<AppState>,
+    tenant: TenantCtx,
+    headers: HeaderMap,
+    form: Result<Form<EmailAnswer>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return pages::error_page(&OAuthError::invalid_request(
+            "the sign-in form was incomplete",
+        ));
+    };
+    let (handle, pending, browser) =
+        match load_pending(&app, &tenant, &headers, &form.pending, Some(&form.csrf)).await {
+            Ok(p) => p,
+            Err(page) => return page,
+        };
+    let name = client_name(&app, &tenant, &pending.request.client_id).await;
+    let email = form.email.trim();
+    if let Some(connector) = connector_for_email(&tenant, email) {
+        let connector = connector.clone();
+        return start_login(
+            &app,
+            &tenant,
+            connector.as_ref(),
+            (&handle, pending, &browser),
+            &name,
+            email,
+        )
+        .await;
+    }
+    let message = match email.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => format!(
+            "There is no sign-in method for {domain} addresses. Check the address, or choose how to sign in below."
+        ),
+        _ => "Enter your email address, like name@example.com, or choose how to sign in below."
+            .to_string(),
+    };
+    let ask = Ask {
+        browser: &browser,
+        email,
+        error: Some(&message),
+        status: StatusCode::BAD_REQUEST,
+    };
+    chooser_page(&tenant, &name, &form.pending, ask)
 }
 
 pub async fn submit(

@@ -5,10 +5,12 @@
 pub mod identity;
 pub mod model;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::header;
 use axum::http::request::Parts;
 use gatehouse_connectors::dev::{DevConnector, DevUser};
 use gatehouse_connectors::oidc::OidcConnector;
@@ -92,6 +94,83 @@ pub fn issuer_for(public_url: &str, tenant_id: &str) -> String {
     } else {
         format!("{base}/t/{tenant_id}")
     }
+}
+
+/// The issuer of a tenant with a `domain`: the public URL with its host
+/// replaced by the domain (scheme, port and path kept), so that one listener
+/// behind one proxy serves every host the same way.
+pub fn host_issuer(public_url: &str, domain: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(public_url).map_err(|e| format!("public URL: {e}"))?;
+    url.set_host(Some(domain))
+        .map_err(|e| format!("domain '{domain}': {e}"))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// The issuer of a tenant from its settings: the host issuer when it has a
+/// domain, else `issuer_for`.
+pub fn issuer_of(public_url: &str, id: &str, settings: &TenantSettings) -> Result<String, String> {
+    match &settings.domain {
+        Some(domain) => host_issuer(public_url, domain),
+        None => Ok(issuer_for(public_url, id)),
+    }
+}
+
+/// A tenant's `domain`: a lowercase DNS host name of at least two labels,
+/// without scheme, port, trailing dot or wildcard; never an IP address.
+/// Requests pick a tenant by comparing `Host` to it exactly.
+pub fn validate_domain(domain: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    let ok = domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| label_ok(l))
+        && labels
+            .last()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{domain}' must be a lowercase host name like 'login.example.com' (no scheme, port or trailing dot)"
+        ))
+    }
+}
+
+/// The domains of several tenants, checked together: each valid, none used
+/// twice, none the public URL's own host (that is the default tenant's), and
+/// never on the default tenant. `tenants` are (id, domain) pairs.
+pub fn validate_domains<'a>(
+    tenants: impl IntoIterator<Item = (&'a str, &'a str)>,
+    public_host: Option<&str>,
+) -> Result<(), String> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (id, domain) in tenants {
+        validate_domain(domain).map_err(|e| format!("tenant '{id}': domain: {e}"))?;
+        if id == DEFAULT_TENANT {
+            return Err(format!(
+                "tenant '{id}': domain: the default tenant is served at the public URL; set --public-url instead"
+            ));
+        }
+        if public_host.is_some_and(|h| h.eq_ignore_ascii_case(domain)) {
+            return Err(format!(
+                "tenant '{id}': domain: '{domain}' is the public URL's host, which serves the default tenant"
+            ));
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, d)| *d == domain) {
+            return Err(format!(
+                "tenant '{id}': domain: '{domain}' already belongs to tenant '{other}'"
+            ));
+        }
+        seen.push((id, domain));
+    }
+    Ok(())
 }
 
 /// Tenant ids appear in URLs and issuers: keep them boring.
@@ -231,9 +310,15 @@ pub enum TenantError {
     Invalid(String, String),
 }
 
+/// Configured tenant domains: host name → tenant id.
+type HostMap = Arc<HashMap<String, String>>;
+
 #[derive(Clone)]
 pub struct TenantRegistry {
     cache: Cache<String, Arc<Tenant>>,
+    /// One entry (key `()`): the host map, reloaded with the same lifetime
+    /// as tenants so a domain set by the CLI reaches running nodes.
+    hosts: Cache<(), HostMap>,
 }
 
 impl TenantRegistry {
@@ -243,7 +328,26 @@ impl TenantRegistry {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
+            hosts: Cache::builder().max_capacity(1).time_to_live(ttl).build(),
         }
+    }
+
+    /// The tenant whose `domain` is `host` (already lowercased, without
+    /// port), if an administrator configured one.
+    pub async fn id_for_host(
+        &self,
+        store: &DynStore,
+        host: &str,
+    ) -> Result<Option<String>, TenantError> {
+        let map = match self.hosts.get(&()).await {
+            Some(map) => map,
+            None => {
+                let map = Arc::new(load_host_map(store).await?);
+                self.hosts.insert((), map.clone()).await;
+                map
+            }
+        };
+        Ok(map.get(host).cloned())
     }
 
     pub async fn get(
@@ -264,7 +368,32 @@ impl TenantRegistry {
 
     pub async fn invalidate(&self, id: &str) {
         self.cache.invalidate(id).await;
+        self.hosts.invalidate(&()).await;
     }
+}
+
+/// Every tenant's domain. A domain two stored tenants claim (only possible
+/// by editing the database: the config and the CLI refuse it) maps to
+/// neither, so no request can pick one of them by guessing.
+async fn load_host_map(store: &DynStore) -> Result<HashMap<String, String>, TenantError> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    let mut ambiguous = Vec::new();
+    for rec in store.list_tenants().await? {
+        let Ok(settings) = serde_json::from_str::<TenantSettings>(&rec.settings) else {
+            continue;
+        };
+        let Some(domain) = settings.domain else {
+            continue;
+        };
+        if let Some(other) = map.insert(domain.clone(), rec.id.clone()) {
+            tracing::error!(domain = %domain, tenants = %format!("{other}, {}", rec.id), "two tenants claim one domain; serving it as neither");
+            ambiguous.push(domain);
+        }
+    }
+    for d in ambiguous {
+        map.remove(&d);
+    }
+    Ok(map)
 }
 
 pub async fn load_tenant(
@@ -290,9 +419,18 @@ pub async fn load_tenant(
     let key_records = store.list_keys(id).await?;
     let keys = KeyRing::load(&key_records, kek, now)
         .map_err(|e| TenantError::Invalid(id.into(), e.to_string()))?;
+    let issuer = issuer_of(public_url, id, &settings)
+        .and_then(|issuer| {
+            settings
+                .domain
+                .as_deref()
+                .map_or(Ok(()), validate_domain)
+                .map(|_| issuer)
+        })
+        .map_err(|e| TenantError::Invalid(id.into(), e))?;
     Ok(Tenant {
         id: id.to_string(),
-        issuer: issuer_for(public_url, id),
+        issuer,
         settings,
         resources,
         connectors,
@@ -300,7 +438,11 @@ pub async fn load_tenant(
     })
 }
 
-/// The tenant a request is for: `/t/{tenant}/...` or the default tenant.
+/// The tenant a request is for. On a host an administrator gave to a tenant
+/// (`domain`), that tenant at the root paths and nothing under `/t/`.
+/// Elsewhere, `/t/{tenant}/...` for tenants without a domain, and the default
+/// tenant at the root. A tenant with a domain has exactly one issuer, so its
+/// `/t/{id}` paths answer 404 on every host.
 pub struct TenantCtx(pub Arc<Tenant>);
 
 impl std::ops::Deref for TenantCtx {
@@ -310,6 +452,22 @@ impl std::ops::Deref for TenantCtx {
     }
 }
 
+/// The host a request was sent to, lowercased and without port: the
+/// request target's authority (HTTP/2, absolute-form) or the `Host` header.
+/// Never `X-Forwarded-Host`: a proxy must pass the original `Host` on.
+pub fn request_host(parts: &Parts) -> Option<String> {
+    let authority = match parts.uri.authority() {
+        Some(a) => a.clone(),
+        None => {
+            let value = parts.headers.get(header::HOST)?.to_str().ok()?;
+            value.parse::<axum::http::uri::Authority>().ok()?
+        }
+    };
+    let host = authority.host();
+    // An IPv6 literal is never a tenant domain.
+    (!host.starts_with('[')).then(|| host.to_ascii_lowercase())
+}
+
 impl FromRequestParts<AppState> for TenantCtx {
     type Rejection = OAuthError;
 
@@ -317,24 +475,109 @@ impl FromRequestParts<AppState> for TenantCtx {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let id = match RawPathParams::from_request_parts(parts, app).await {
+        let unknown = || OAuthError::not_found("unknown tenant");
+        let unavailable = |id: &str, e: TenantError| {
+            tracing::error!(tenant = %id, error = %e, "tenant could not be loaded");
+            OAuthError::unavailable()
+        };
+        let in_path = match RawPathParams::from_request_parts(parts, app).await {
             Ok(params) => params
                 .iter()
                 .find(|(k, _)| *k == "tenant")
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_else(|| DEFAULT_TENANT.to_string()),
-            Err(_) => DEFAULT_TENANT.to_string(),
+                .map(|(_, v)| v.to_string()),
+            Err(_) => None,
+        };
+        let by_host = match request_host(parts) {
+            Some(host) => app
+                .tenants
+                .id_for_host(&app.store, &host)
+                .await
+                .map_err(|e| unavailable(&host, e))?,
+            None => None,
+        };
+        let id = match (&in_path, by_host) {
+            (Some(_), Some(_)) => return Err(unknown()),
+            (Some(id), None) => id.clone(),
+            (None, Some(id)) => id,
+            (None, None) => DEFAULT_TENANT.to_string(),
         };
         if validate_tenant_id(&id).is_err() {
-            return Err(OAuthError::not_found("unknown tenant"));
+            return Err(unknown());
         }
-        match app.tenant(&id).await {
-            Ok(t) => Ok(TenantCtx(t)),
-            Err(TenantError::NotFound) => Err(OAuthError::not_found("unknown tenant")),
-            Err(e) => {
-                tracing::error!(tenant = %id, error = %e, "tenant could not be loaded");
-                Err(OAuthError::unavailable())
-            }
+        let tenant = match app.tenant(&id).await {
+            Ok(t) => t,
+            Err(TenantError::NotFound) => return Err(unknown()),
+            Err(e) => return Err(unavailable(&id, e)),
+        };
+        if in_path.is_some() && tenant.settings.domain.is_some() {
+            return Err(unknown());
         }
+        Ok(TenantCtx(tenant))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_issuer_replaces_only_the_host() {
+        let cases = [
+            (
+                "https://auth.example.com",
+                "login.acme.example",
+                "https://login.acme.example",
+            ),
+            (
+                "http://127.0.0.1:8080",
+                "acme.localhost",
+                "http://acme.localhost:8080",
+            ),
+            (
+                "https://example.com/auth",
+                "id.acme.example",
+                "https://id.acme.example/auth",
+            ),
+        ];
+        for (public_url, domain, issuer) in cases {
+            assert_eq!(host_issuer(public_url, domain).unwrap(), issuer);
+        }
+    }
+
+    #[test]
+    fn domain_must_be_a_lowercase_host_name() {
+        for ok in ["login.acme.example", "acme.localhost", "a-1.b2.example"] {
+            assert!(validate_domain(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "acme",
+            "Login.acme.example",
+            "acme.example.",
+            "acme.example:443",
+            "https://acme.example",
+            "*.acme.example",
+            "-acme.example",
+            "acme..example",
+            "10.0.0.1",
+            "acme.example/path",
+        ] {
+            assert!(validate_domain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn domains_are_unique_and_never_the_default_tenants() {
+        let err = validate_domains([("a", "x.example"), ("b", "x.example")], None).unwrap_err();
+        assert!(err.contains("already belongs to tenant 'a'"), "{err}");
+        let err = validate_domains([(DEFAULT_TENANT, "x.example")], None).unwrap_err();
+        assert!(err.contains("default tenant"), "{err}");
+        let err = validate_domains([("a", "auth.example")], Some("AUTH.example")).unwrap_err();
+        assert!(err.contains("public URL"), "{err}");
+        assert!(validate_domains(
+            [("a", "a.example"), ("b", "b.example")],
+            Some("auth.example")
+        )
+        .is_ok());
     }
 }

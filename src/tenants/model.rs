@@ -98,6 +98,11 @@ fn default_upstream_check_interval() -> i64 {
 pub struct TenantSettings {
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Host name this tenant is served at: its issuer is the public URL with
+    /// the host replaced by this one, and requests whose `Host` is this name
+    /// are this tenant's (see `issuer_of` and `TenantCtx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// Resource used when an older client sends no `resource` parameter.
     #[serde(default)]
     pub default_resource: Option<String>,

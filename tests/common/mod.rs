@@ -429,6 +429,19 @@ impl Browser {
     pub async fn follow(
         &self,
         server: &Server,
+        res: reqwest::Response,
+        user: &str,
+        password: &str,
+        consent: bool,
+    ) -> Outcome {
+        self.follow_at(&server.base, res, user, password, consent)
+            .await
+    }
+
+    /// Like `follow`, for a server reached at `base` (a tenant's own host).
+    pub async fn follow_at(
+        &self,
+        base: &str,
         mut res: reqwest::Response,
         user: &str,
         password: &str,
@@ -438,7 +451,7 @@ impl Browser {
             let status = res.status().as_u16();
             if (300..400).contains(&status) {
                 let to = location(&res);
-                if to.starts_with(&server.base) {
+                if to.starts_with(base) {
                     res = self.http.get(&to).send().await.expect("follow");
                     continue;
                 }
@@ -446,15 +459,17 @@ impl Browser {
             }
             let body = res.text().await.expect("body");
             if body.contains("name=\"password\"") {
-                let form = [
+                let mut form = vec![
                     ("pending", hidden_field(&body, "pending").expect("pending")),
                     ("csrf", hidden_field(&body, "csrf").expect("csrf")),
                     ("username", user.to_string()),
                     ("password", password.to_string()),
                 ];
+                // Like a browser, send the form's connector back too.
+                form.extend(hidden_field(&body, "connector").map(|c| ("connector", c)));
                 res = self
                     .http
-                    .post(server_action(&body, server))
+                    .post(server_action(&body, base))
                     .form(&form)
                     .send()
                     .await
@@ -476,7 +491,7 @@ impl Browser {
                 ];
                 res = self
                     .http
-                    .post(server_action(&body, server))
+                    .post(server_action(&body, base))
                     .form(&form)
                     .send()
                     .await
@@ -489,7 +504,7 @@ impl Browser {
     }
 }
 
-fn server_action(html: &str, server: &Server) -> String {
+fn server_action(html: &str, base: &str) -> String {
     let marker = "action=\"";
     let start = html
         .find(marker)
@@ -500,7 +515,7 @@ fn server_action(html: &str, server: &Server) -> String {
         .replace("&#x2F;", "/")
         .replace("&amp;", "&");
     assert!(
-        action.starts_with(&server.base),
+        action.starts_with(base),
         "form posts to {action}, not the server"
     );
     action
@@ -635,4 +650,40 @@ impl Server {
             .trim()
             .to_string()
     }
+}
+
+/// Another tenant for `base_config`'s `extra`, set up like the default one:
+/// the dev user, the demo MCP resource and the public client. `settings` go
+/// in the tenant's table (e.g. `domain = "…"`), `extra` after it.
+pub fn tenant_config(id: &str, settings: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[tenants]]
+id = "{id}"
+{settings}
+
+[tenants.tokens]
+access_token_ttl = 600
+refresh_token_ttl = 86400
+code_ttl = 60
+
+[[tenants.connectors]]
+id = "dev"
+type = "dev"
+users = [ {{ email = "{USER}", password_hash = "{PASSWORD_HASH}", name = "Ada Admin" }} ]
+
+[[tenants.resources]]
+uri = "{MCP}"
+name = "Demo MCP server"
+scopes = ["mcp:read", "mcp:write"]
+default_scopes = ["mcp:read"]
+
+[[tenants.clients]]
+client_id = "{PUBLIC_CLIENT}"
+redirect_uris = ["http://127.0.0.1/callback", "http://localhost/callback"]
+grant_types = ["authorization_code", "refresh_token"]
+token_endpoint_auth_method = "none"
+{extra}
+"#
+    )
 }
