@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::Command;
 
-use common::upstream::{self, install_upstream, Upstream, UPSTREAM_CLIENT, UPSTREAM_SECRET};
+use common::upstream::{self, Upstream, UPSTREAM_CLIENT, UPSTREAM_SECRET};
 use common::*;
 
 /// The scripts' own deadline, and ours a little later.
@@ -366,7 +366,6 @@ async fn device_pages_in_chromium_connect_the_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_login_in_chromium_through_the_providers_pages_cross_site() {
-    install_upstream();
     // The provider on `localhost`, Gatehouse on 127.0.0.1: two sites.
     let port = free_port();
     let issuer = format!("http://localhost:{port}");
