@@ -7,8 +7,9 @@ pub mod upstream;
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -138,6 +139,37 @@ fn psql(sql: &str) {
         "psql {sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `<dir>/setup.sh` (the npm install of a test directory such as
+/// tests/upstream or tests/browser) once per test process when
+/// `<dir>/node_modules/<package>` is missing.
+pub fn install_node_project(dir: &Path, package: &str) {
+    static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if done.iter().any(|d| d == dir) {
+        return;
+    }
+    if !dir
+        .join("node_modules")
+        .join(package)
+        .join("package.json")
+        .exists()
+    {
+        let setup = dir.join("setup.sh");
+        let out = Command::new("bash")
+            .arg(&setup)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", setup.display()));
+        assert!(
+            out.status.success(),
+            "{} failed: {}{}",
+            setup.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    done.push(dir.to_path_buf());
 }
 
 pub fn binary() -> &'static str {
@@ -588,13 +620,25 @@ pub async fn login_public(server: &Server, browser: &Browser, scope: &str) -> se
         .authorize(server, &url, USER, PASSWORD, true)
         .await
         .code();
+    redeem_code(server, PUBLIC_CLIENT, REDIRECT, &code, &p).await
+}
+
+/// Redeems an authorization code of a public client for the demo MCP
+/// resource; returns the token response JSON.
+pub async fn redeem_code(
+    server: &Server,
+    client_id: &str,
+    redirect_uri: &str,
+    code: &str,
+    p: &Pkce,
+) -> serde_json::Value {
     let (status, json) = token_request(
         server,
         &[
             ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", PUBLIC_CLIENT),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("client_id", client_id),
             ("code_verifier", &p.verifier),
             ("resource", MCP),
         ],

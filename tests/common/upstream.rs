@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -25,25 +24,7 @@ pub fn upstream_dir() -> PathBuf {
 
 /// Installs oidc-provider once per test process when it is missing.
 pub fn install_upstream() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return;
-    }
-    let dir = upstream_dir();
-    if !dir.join("node_modules/oidc-provider/package.json").exists() {
-        let out = Command::new("bash")
-            .arg(dir.join("setup.sh"))
-            .output()
-            .expect("run tests/upstream/setup.sh");
-        assert!(
-            out.status.success(),
-            "tests/upstream/setup.sh failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    *done = true;
+    install_node_project(&upstream_dir(), "oidc-provider");
 }
 
 /// A running oidc-provider on 127.0.0.1, killed on drop.
@@ -266,21 +247,7 @@ pub async fn back_at_gatehouse(server: &Server, browser: &Browser, callback: &st
 }
 
 pub async fn redeem(server: &Server, code: &str, p: &Pkce) -> Value {
-    let (status, json) = token_request(
-        server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", PUBLIC_CLIENT),
-            ("code_verifier", &p.verifier),
-            ("resource", MCP),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "token response: {json}");
-    json
+    redeem_code(server, PUBLIC_CLIENT, REDIRECT, code, p).await
 }
 
 /// A whole login at the provider as `login`; returns the token response.

@@ -3,6 +3,9 @@
 //
 // Environment:
 //   UPSTREAM_PORT            port on 127.0.0.1 (required); the issuer is http://127.0.0.1:<port>
+//   UPSTREAM_HOST            the issuer's host instead of 127.0.0.1 (e.g. localhost, so a
+//                            browser sees the provider and Gatehouse as different sites);
+//                            the provider still listens on 127.0.0.1
 //   UPSTREAM_REDIRECT_URIS   comma-separated redirect URIs of the client (Gatehouse's callback)
 //   UPSTREAM_CLIENT_ID       default "gatehouse"
 //   UPSTREAM_CLIENT_SECRET   default "gatehouse-upstream-secret-0123456789"
@@ -42,7 +45,8 @@ if (!Number.isInteger(port) || port <= 0) {
   process.exit(2);
 }
 const issuerPath = (process.env.UPSTREAM_ISSUER_PATH || '').replace(/\/$/, '');
-const issuer = `http://127.0.0.1:${port}${issuerPath}`;
+const issuerHost = process.env.UPSTREAM_HOST || '127.0.0.1';
+const issuer = `http://${issuerHost}:${port}${issuerPath}`;
 const redirectUris = (process.env.UPSTREAM_REDIRECT_URIS || '')
   .split(',')
   .map((s) => s.trim())
