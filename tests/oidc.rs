@@ -375,6 +375,11 @@ async fn several_connectors_offer_a_choice_or_follow_the_email_domain(db: Db) {
     )
     .await;
     assert!(start.starts_with(&issuer), "{start}");
+    assert_eq!(
+        query_param(&start, "login_hint").as_deref(),
+        Some("alice@corp.example"),
+        "the hint is passed on to the provider: {start}"
+    );
 
     // A hint in no connector's domain gets the chooser; the password
     // connector chosen there works as before.

@@ -165,6 +165,17 @@ pub trait Connector: Send + Sync {
         Err(ConnectorError::Unsupported("redirect login"))
     }
 
+    /// [`Connector::begin`], passing on the address the user typed (or the
+    /// client's `login_hint`) where the upstream can use it to skip its own
+    /// account question. Connectors that cannot ignore it.
+    async fn begin_with_hint(
+        &self,
+        redirect_uri: &str,
+        _login_hint: Option<&str>,
+    ) -> Result<RedirectLogin, ConnectorError> {
+        self.begin(redirect_uri).await
+    }
+
     /// Finishes a redirect login from the callback's query parameters and
     /// what [`Connector::begin`] asked to keep.
     async fn complete(

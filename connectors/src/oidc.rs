@@ -418,7 +418,11 @@ impl OidcConnector {
             .map_err(|e| ConnectorError::Config(format!("callback URL '{redirect_uri}': {e}")))
     }
 
-    async fn start(&self, redirect_uri: &str) -> Result<RedirectLogin, ConnectorError> {
+    async fn start(
+        &self,
+        redirect_uri: &str,
+        login_hint: Option<&str>,
+    ) -> Result<RedirectLogin, ConnectorError> {
         let provider = self.upstream.discovered().await?;
         let client = CoreClient::from_provider_metadata(
             provider.metadata.clone(),
@@ -437,6 +441,13 @@ impl OidcConnector {
         // `openid` is always sent first by the library.
         for scope in self.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        // OIDC Core §3.1.2.1: a hint only; the provider still authenticates.
+        if let Some(hint) = login_hint
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && h.len() <= 254)
+        {
+            request = request.add_extra_param("login_hint", hint.to_string());
         }
         let (url, state, nonce) = request.url();
         let kept = Kept {
@@ -894,7 +905,15 @@ impl Connector for OidcConnector {
     }
 
     async fn begin(&self, redirect_uri: &str) -> Result<RedirectLogin, ConnectorError> {
-        self.bounded(self.start(redirect_uri)).await
+        self.bounded(self.start(redirect_uri, None)).await
+    }
+
+    async fn begin_with_hint(
+        &self,
+        redirect_uri: &str,
+        login_hint: Option<&str>,
+    ) -> Result<RedirectLogin, ConnectorError> {
+        self.bounded(self.start(redirect_uri, login_hint)).await
     }
 
     async fn complete(

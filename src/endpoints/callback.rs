@@ -84,8 +84,12 @@ pub async fn start(
     connector: &dyn Connector,
     handle: &Handle,
     mut pending: PendingData,
+    login_hint: Option<&str>,
 ) -> Response {
-    let login = match connector.begin(&callback_url(tenant, connector.id())).await {
+    let login = match connector
+        .begin_with_hint(&callback_url(tenant, connector.id()), login_hint)
+        .await
+    {
         Ok(login) => login,
         Err(e) => {
             tracing::warn!(tenant = %tenant.id, connector = connector.id(), error = %e, "upstream login could not start");

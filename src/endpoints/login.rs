@@ -142,9 +142,8 @@ async fn start_login(
     email: &str,
 ) -> Response {
     if connector.login_method() == LoginMethod::Redirect {
-        // The connector interface has no way to pass `email` on as the
-        // upstream's `login_hint` yet.
-        return super::callback::start(app, tenant, connector, handle, pending).await;
+        let hint = Some(email).filter(|e| !e.is_empty());
+        return super::callback::start(app, tenant, connector, handle, pending, hint).await;
     }
     login_page(
         tenant,
