@@ -119,6 +119,21 @@ impl ResponseSpec {
         }
     }
 
+    /// Moves every instant of the response by `seconds` (negative: into the
+    /// past), e.g. to produce an assertion that has expired.
+    pub fn shift_times(&mut self, seconds: i64) {
+        let by = Duration::seconds(seconds);
+        self.issue_instant += by;
+        for t in [
+            &mut self.not_before,
+            &mut self.not_on_or_after,
+            &mut self.confirmation_not_on_or_after,
+            &mut self.session_not_on_or_after,
+        ] {
+            *t = t.map(|t| t + by);
+        }
+    }
+
     /// The assertion element (unsigned, with a signature template when it
     /// is to be signed).
     pub fn assertion_xml(&self) -> String {
