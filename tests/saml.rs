@@ -10,16 +10,14 @@
 
 mod common;
 use common::saml_idp::*;
-use common::upstream::{config, error_page, redeem, to_upstream, userinfo};
+use common::upstream::{config, error_page, login_failures, redeem, to_upstream, userinfo};
 use common::*;
 
 use std::io::Read;
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use gatehouse_connectors::saml_test_idp::{ResponseSpec, TestIdp};
-use serde_json::Value;
 
 const CONNECTOR: &str = "corp";
 const CONNECTOR_NAME: &str = "Corp SAML";
@@ -151,26 +149,6 @@ fn code_of(out: Outcome, server: &Server) -> String {
         Outcome::Redirect(u) => query_param(&u, "code").unwrap_or_else(|| panic!("no code in {u}")),
         Outcome::Page(s, b) => panic!("page {s} instead of the client: {b}\n{}", server.log()),
     }
-}
-
-/// The failed logins the audit log recorded (written in the background).
-async fn login_failures(server: &Server) -> Vec<Value> {
-    let store = gatehouse::store::connect(&server.database_url)
-        .await
-        .expect("store");
-    for _ in 0..50 {
-        let events = store.list_audit("default", 100).await.expect("audit");
-        let failures: Vec<Value> = events
-            .iter()
-            .filter(|e| e.kind == "login" && e.outcome == "failure")
-            .map(|e| serde_json::from_str(&e.detail).unwrap_or(Value::Null))
-            .collect();
-        if !failures.is_empty() {
-            return failures;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Vec::new()
 }
 
 /// The failure page and audit event of a refused response.
