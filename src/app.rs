@@ -98,6 +98,10 @@ fn tenant_routes() -> Router<AppState> {
         )
         .route("/jwks.json", get(endpoints::jwks::jwks))
         .route(
+            "/saml/{connector_id}/metadata",
+            get(endpoints::saml::metadata),
+        )
+        .route(
             "/resource-metadata",
             get(endpoints::resource_metadata::resource_metadata),
         )
@@ -130,7 +134,7 @@ fn tenant_routes() -> Router<AppState> {
         .route("/login/email", post(endpoints::login::email))
         .route(
             "/callback/{connector_id}",
-            get(endpoints::callback::callback),
+            get(endpoints::callback::callback).post(endpoints::callback::callback_post),
         )
         .route("/consent", post(endpoints::consent::submit))
         .route(

@@ -72,6 +72,33 @@ pub struct ConsentPage<'a> {
     pub csrf: &'a str,
 }
 
+/// The same-origin re-post of a SAML response that arrived cross-site
+/// without the browser's `SameSite=Lax` cookies (see `endpoints::callback`).
+#[derive(Template)]
+#[template(path = "saml_repost.html")]
+pub struct SamlRepostPage<'a> {
+    pub connector_name: &'a str,
+    pub action: &'a str,
+    pub saml_response: &'a str,
+    pub relay_state: Option<&'a str>,
+    pub marker: &'a str,
+    pub script_nonce: &'a str,
+}
+
+/// Renders the re-post page: like [`render`], with one inline script
+/// allowed by its nonce and forms allowed only to this origin.
+pub fn render_repost(page: &SamlRepostPage) -> Response {
+    let mut res = render(StatusCode::OK, page);
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        page.script_nonce
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    res
+}
+
 pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     let mut res = match page.render() {
         Ok(html) => (status, Html(html)).into_response(),

@@ -9,6 +9,9 @@ pub mod cognito;
 pub mod dev;
 pub mod entra;
 pub mod oidc;
+pub mod saml;
+#[cfg(any(test, feature = "test-idp"))]
+pub mod saml_test_idp;
 
 use std::collections::BTreeMap;
 
@@ -106,9 +109,9 @@ pub enum ConnectorError {
     /// sign-in (wrong state, wrong issuer, no code).
     #[error("the sign-in response is not valid: {0}")]
     InvalidCallback(String),
-    /// The ID token failed validation (signature, issuer, audience, time,
-    /// nonce) or lacks the claims the connector needs.
-    #[error("the identity provider's ID token was rejected: {0}")]
+    /// The ID token (or SAML assertion) failed validation (signature,
+    /// issuer, audience, time, nonce) or lacks the claims the connector needs.
+    #[error("the identity provider's ID token or SAML assertion was rejected: {0}")]
     InvalidToken(String),
 }
 
@@ -185,6 +188,16 @@ pub trait Connector: Send + Sync {
         _params: &BTreeMap<String, String>,
     ) -> Result<Identity, ConnectorError> {
         Err(ConnectorError::Unsupported("redirect login"))
+    }
+
+    /// The service provider metadata this connector publishes for its
+    /// callback URL (SAML connectors: an `EntityDescriptor` naming the
+    /// callback as the Assertion Consumer Service); `None` for others.
+    fn service_provider_metadata(
+        &self,
+        _callback_url: &str,
+    ) -> Option<Result<String, ConnectorError>> {
+        None
     }
 
     /// The upstream issuer whose tokens this connector can verify, if any.

@@ -1,4 +1,5 @@
-//! Redirect logins at an upstream identity provider (OIDC connectors).
+//! Redirect logins at an upstream identity provider (OIDC and SAML
+//! connectors).
 //!
 //! `start` (from GET /login) asks the connector for the upstream URL, keeps
 //! what the connector needs later (PKCE verifier, nonce, state) in the pending
@@ -11,11 +12,21 @@
 //! this connector; the connector checks `state` and validates the response;
 //! then the user is signed in exactly as after the login form.
 //!
+//! SAML connectors receive their response at the same URL by HTTP-POST
+//! (the Assertion Consumer Service). The IdP's page posts it cross-site, so
+//! a browser withholds the `SameSite=Lax` cookies: a POST without the login
+//! cookie gets a tiny page that posts the same fields again to the same
+//! address, now same-site and with the cookies (once: the re-post carries
+//! [`RESUBMITTED`]). A SAML assertion's ID is remembered until it expires,
+//! and a second use is refused.
+//!
 //! Every failure ends on a page that says what went wrong, with an audit
 //! event, within the connector's time limit.
 
 use std::collections::BTreeMap;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -26,7 +37,7 @@ use super::login::{pending_client, signed_in};
 use crate::oauth::errors::{ErrorCode, OAuthError};
 use crate::pages;
 use crate::tenants::{Tenant, TenantCtx};
-use crate::tokens::secret::Handle;
+use crate::tokens::secret::{random_id, Handle};
 use crate::AppState;
 
 /// The callback URL of a connector: what the admin registers at the IdP.
@@ -123,10 +134,13 @@ pub async fn start(
     with_cookies(res, [cookie])
 }
 
-/// The callback's query, refusing repeated parameters.
-fn parse_query(raw: Option<&str>) -> Result<BTreeMap<String, String>, ConnectorError> {
+/// The form field a re-posted SAML response carries: it is re-posted once.
+pub const RESUBMITTED: &str = "gh_resubmitted";
+
+/// The callback's query or form, refusing repeated parameters.
+fn parse_pairs(raw: &[u8]) -> Result<BTreeMap<String, String>, ConnectorError> {
     let mut params = BTreeMap::new();
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+    for (k, v) in form_urlencoded::parse(raw) {
         if params.insert(k.into_owned(), v.into_owned()).is_some() {
             return Err(ConnectorError::InvalidCallback(
                 "it repeats a parameter".into(),
@@ -136,6 +150,15 @@ fn parse_query(raw: Option<&str>) -> Result<BTreeMap<String, String>, ConnectorE
     Ok(params)
 }
 
+/// The `{connector_id}` of the route.
+pub fn connector_id(path: &RawPathParams) -> String {
+    path.iter()
+        .find(|(k, _)| *k == "connector_id")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
+
+/// GET: the OIDC providers' redirect back.
 pub async fn callback(
     State(app): State<AppState>,
     tenant: TenantCtx,
@@ -143,13 +166,86 @@ pub async fn callback(
     path: RawPathParams,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let connector_id = path
-        .iter()
-        .find(|(k, _)| *k == "connector_id")
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_default();
+    let params = parse_pairs(query.as_deref().unwrap_or("").as_bytes());
+    complete(&app, &tenant, &headers, &connector_id(&path), params, false).await
+}
+
+/// POST: a SAML IdP's response (HTTP-POST binding).
+pub async fn callback_post(
+    State(app): State<AppState>,
+    tenant: TenantCtx,
+    headers: HeaderMap,
+    path: RawPathParams,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let params = match body {
+        Ok(body) => parse_pairs(&body),
+        Err(_) => Err(ConnectorError::InvalidCallback(
+            "the posted response is too large or unreadable".into(),
+        )),
+    };
+    complete(&app, &tenant, &headers, &connector_id(&path), params, true).await
+}
+
+/// SAML responses are posted; OIDC answers come in the query.
+fn check_binding(connector: &dyn Connector, posted: bool) -> Result<(), ConnectorError> {
+    match (connector.kind() == "saml", posted) {
+        (true, false) => Err(ConnectorError::InvalidCallback(
+            "SAML responses must be posted to this address (HTTP-POST binding); start again from the application".into(),
+        )),
+        (false, true) => Err(ConnectorError::InvalidCallback(
+            "this sign-in method does not accept posted responses".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The page that posts a SAML response again from this origin, so that the
+/// browser sends its `SameSite=Lax` cookies with it.
+fn repost_page(
+    tenant: &Tenant,
+    connector: &dyn Connector,
+    params: &BTreeMap<String, String>,
+) -> Response {
+    let action = callback_url(tenant, connector.id());
+    pages::render_repost(&pages::SamlRepostPage {
+        connector_name: connector.display_name(),
+        action: &action,
+        saml_response: params.get("SAMLResponse").map(String::as_str).unwrap_or(""),
+        relay_state: params.get("RelayState").map(String::as_str),
+        marker: RESUBMITTED,
+        script_nonce: &random_id(),
+    })
+}
+
+/// A single-use upstream id (a SAML assertion ID) is remembered until it
+/// expires; false when it was used before.
+async fn first_use(
+    app: &AppState,
+    tenant: &Tenant,
+    identity: &gatehouse_connectors::Identity,
+) -> Result<bool, OAuthError> {
+    let Some((id, until)) = &identity.session.one_time_id else {
+        return Ok(true);
+    };
+    // Namespaced per connector: `saml:{connector_id}` + the assertion ID.
+    let scope = format!("saml:{}", identity.connector_id);
+    Ok(app
+        .store
+        .remember_jti(&tenant.id, &scope, id, *until, app.now())
+        .await?)
+}
+
+async fn complete(
+    app: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    connector_id: &str,
+    params: Result<BTreeMap<String, String>, ConnectorError>,
+    posted: bool,
+) -> Response {
     let Some(connector) = tenant
-        .connector(&connector_id)
+        .connector(connector_id)
         .filter(|c| c.login_method() == LoginMethod::Redirect)
         .cloned()
     else {
@@ -157,7 +253,7 @@ pub async fn callback(
             "there is no sign-in method with this callback address",
         ));
     };
-    let cookies = Cookies::new(&app);
+    let cookies = Cookies::new(app);
     let clear = cookies.set(&cookies.login_name(), "", 0);
     // A response that does not belong to this sign-in (forged, tampered,
     // stale) spends nothing: the login cookie stays, so the genuine answer
@@ -165,10 +261,10 @@ pub async fn callback(
     let fail = |client_id: Option<&str>, e: ConnectorError| {
         tracing::warn!(tenant = %tenant.id, connector = %connector_id, error = %e, "upstream login failed");
         audit_failure(
-            &app,
-            &tenant,
+            app,
+            tenant,
             client_id,
-            &connector_id,
+            connector_id,
             e.reason(),
             &e.to_string(),
         );
@@ -180,11 +276,16 @@ pub async fn callback(
         }
     };
 
-    let params = match parse_query(query.as_deref()) {
-        Ok(p) => p,
-        Err(e) => return fail(None, e),
-    };
-    let Some(pending_handle) = Cookies::read(&headers, &cookies.login_name()) else {
+    let mut params =
+        match params.and_then(|p| check_binding(connector.as_ref(), posted).map(|()| p)) {
+            Ok(p) => p,
+            Err(e) => return fail(None, e),
+        };
+    let resubmitted = params.remove(RESUBMITTED).is_some();
+    let Some(pending_handle) = Cookies::read(headers, &cookies.login_name()) else {
+        if posted && !resubmitted {
+            return repost_page(tenant, connector.as_ref(), &params);
+        }
         return fail(
             None,
             ConnectorError::InvalidCallback(
@@ -193,7 +294,7 @@ pub async fn callback(
         );
     };
     let (handle, mut pending, browser) =
-        match load_pending(&app, &tenant, &headers, &pending_handle, None).await {
+        match load_pending(app, tenant, headers, &pending_handle, None).await {
             Ok(p) => p,
             Err(page) => return page,
         };
@@ -211,23 +312,40 @@ pub async fn callback(
         );
     };
     let identity = match connector
-        .complete(
-            &callback_url(&tenant, &connector_id),
-            &upstream.kept,
-            &params,
-        )
+        .complete(&callback_url(tenant, connector_id), &upstream.kept, &params)
         .await
     {
         Ok(identity) => identity,
         Err(e) => return fail(Some(&client_id), e),
     };
-    let client = match pending_client(&app, &tenant, &pending).await {
+    match first_use(app, tenant, &identity).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return fail(
+                Some(&client_id),
+                ConnectorError::InvalidToken(
+                    "this SAML assertion was already used (a replayed sign-in response); start again from the application".into(),
+                ),
+            )
+        }
+        Err(e) => return with_cookies(pages::error_page(&e), [clear.clone()]),
+    }
+    let client = match pending_client(app, tenant, &pending).await {
         Ok(c) => c,
         Err(page) => return with_cookies(page, [clear.clone()]),
     };
     // `signed_in` drops the upstream state: the consent step keeps no
     // upstream secrets, and the callback cannot be replayed into this
     // authorization.
-    let res = signed_in(&app, &tenant, &client, identity, &handle, pending, &browser).await;
+    let res = signed_in(
+        app,
+        tenant,
+        &client,
+        identity,
+        &handle,
+        pending,
+        browser.as_str(),
+    )
+    .await;
     with_cookies(res, [clear])
 }

@@ -13,5 +13,6 @@ pub mod login;
 pub mod register;
 pub mod resource_metadata;
 pub mod revoke;
+pub mod saml;
 pub mod token;
 pub mod userinfo;

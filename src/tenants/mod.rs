@@ -241,6 +241,11 @@ pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connect
                 c.id, c.upstream_check_interval
             ));
         }
+        // Connector errors name the connector (and the setting, in `m`).
+        let named = |e: ConnectorError| match e {
+            ConnectorError::Config(m) => format!("connector '{}': {m}", c.id),
+            other => format!("connector '{}': {other}", c.id),
+        };
         match c.kind.as_str() {
             "dev" => {
                 let users_value = c
@@ -257,10 +262,7 @@ pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connect
             "oidc" => {
                 let connector =
                     OidcConnector::from_settings(&c.id, c.display_name.as_deref(), &c.settings)
-                        .map_err(|e| match e {
-                            ConnectorError::Config(m) => format!("connector '{}': {m}", c.id),
-                            other => format!("connector '{}': {other}", c.id),
-                        })?;
+                        .map_err(named)?;
                 out.push(Arc::new(connector));
             }
             kind @ ("entra" | "cognito" | "auth0") => {
@@ -269,17 +271,22 @@ pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connect
                     "cognito" => gatehouse_connectors::cognito::from_settings,
                     _ => gatehouse_connectors::auth0::from_settings,
                 };
-                let connector = build(&c.id, c.display_name.as_deref(), &c.settings).map_err(
-                    |e| match e {
-                        ConnectorError::Config(m) => format!("connector '{}': {m}", c.id),
-                        other => format!("connector '{}': {other}", c.id),
-                    },
-                )?;
+                let connector =
+                    build(&c.id, c.display_name.as_deref(), &c.settings).map_err(named)?;
+                out.push(Arc::new(connector));
+            }
+            "saml" => {
+                let connector = gatehouse_connectors::saml::SamlConnector::from_settings(
+                    &c.id,
+                    c.display_name.as_deref(),
+                    &c.settings,
+                )
+                .map_err(named)?;
                 out.push(Arc::new(connector));
             }
             other => {
                 return Err(format!(
-                    "connector '{}': unknown type '{other}' (supported: dev, oidc, entra, cognito, auth0)",
+                    "connector '{}': unknown type '{other}' (supported: dev, oidc, entra, cognito, auth0, saml)",
                     c.id
                 ))
             }

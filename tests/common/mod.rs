@@ -3,6 +3,7 @@
 //! and dropped afterwards), and drives the browser side over HTTP.
 #![allow(dead_code)]
 
+pub mod saml_idp;
 pub mod upstream;
 
 use std::io::Write;

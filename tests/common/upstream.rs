@@ -342,6 +342,27 @@ pub async fn userinfo(server: &Server, access_token: &str) -> Value {
     res.json().await.expect("json")
 }
 
+/// The failed logins the audit log recorded (written in the background:
+/// polled for a few seconds).
+pub async fn login_failures(server: &Server) -> Vec<Value> {
+    let store = gatehouse::store::connect(&server.database_url)
+        .await
+        .expect("store");
+    for _ in 0..50 {
+        let events = store.list_audit("default", 100).await.expect("audit");
+        let failures: Vec<Value> = events
+            .iter()
+            .filter(|e| e.kind == "login" && e.outcome == "failure")
+            .map(|e| serde_json::from_str(&e.detail).unwrap_or(Value::Null))
+            .collect();
+        if !failures.is_empty() {
+            return failures;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Vec::new()
+}
+
 pub fn error_page(out: Outcome) -> (u16, String) {
     match out {
         Outcome::Page(status, body) => {
