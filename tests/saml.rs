@@ -47,8 +47,13 @@ attributes = {{ email = "mail", name = "displayName", groups = "eduPersonAffilia
 /// A Gatehouse whose SAML connector trusts `idp`'s key (no IdP process:
 /// the test posts responses it signs itself).
 async fn start_with_test_idp(db: Db, idp: &TestIdp) -> Server {
+    start_with_test_idp_and(db, idp, "").await
+}
+
+/// As [`start_with_test_idp`], with `extra` lines in the connector table.
+async fn start_with_test_idp_and(db: Db, idp: &TestIdp, extra: &str) -> Server {
     let table = saml_connector(&format!(
-        "idp_entity_id = \"{}\"\nidp_sso_url = \"http://127.0.0.1:9/sso\"\nidp_certificate = '''\n{}'''",
+        "idp_entity_id = \"{}\"\nidp_sso_url = \"http://127.0.0.1:9/sso\"\nidp_certificate = '''\n{}'''\n{extra}",
         idp.entity_id,
         idp.certificate_pem()
     ));
@@ -332,6 +337,59 @@ async fn crafted_valid_response_signs_the_user_in(db: Db) {
     assert_eq!(info["email"], "carol@saml.example", "{info}");
 }
 
+/// SAML has no refresh to re-check the user with: the connector's
+/// `max_session_lifetime` bounds the Gatehouse session and every grant.
+async fn saml_session_lifetime_bounds_the_grant(db: Db) {
+    let idp = TestIdp::generate(TEST_IDP);
+    let server = start_with_test_idp_and(db, &idp, "max_session_lifetime = 600").await;
+    let browser = Browser::new();
+    let (sso, request_id, p) = to_idp(&server, &browser).await;
+    let mut spec = ResponseSpec::new(&idp, &acs(&server), &sp_entity_id(&server), &request_id);
+    spec.attributes = vec![("mail".into(), vec!["carol@saml.example".into()])];
+    let out = post_to_acs(
+        &server,
+        &browser,
+        &acs(&server),
+        &fields(&idp.response(&spec), &sso),
+    )
+    .await;
+    let tokens = redeem(&server, &code_of(out, &server), &p).await;
+    let refresh = |rt: String| {
+        let server = &server;
+        async move {
+            token_request(
+                server,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", rt.as_str()),
+                    ("client_id", PUBLIC_CLIENT),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    server.advance_clock(300);
+    let (status, json) = refresh(tokens["refresh_token"].as_str().unwrap().to_string()).await;
+    assert_eq!(status, 200, "within the SAML session: {json}");
+    let rt = json["refresh_token"].as_str().unwrap().to_string();
+
+    // The SSO session ends with the SAML session too: a new authorization
+    // goes back to the IdP.
+    server.advance_clock(301);
+    let (status, json) = refresh(rt).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "past the SAML session's end: {json}"
+    );
+    let (sso_again, _, _) = to_idp(&server, &browser).await;
+    assert!(
+        sso_again.starts_with("http://127.0.0.1:9/sso"),
+        "{sso_again}"
+    );
+}
+
 async fn unsigned_response_is_refused(db: Db) {
     refused(
         db,
@@ -527,6 +585,7 @@ fn upstream_unescape(s: &str) -> String {
 }
 
 on_both_databases!(
+    saml_session_lifetime_bounds_the_grant,
     simplesamlphp_login_issues_tokens_with_the_mapped_user,
     replayed_simplesamlphp_response_is_refused,
     sp_metadata_names_the_acs_url_and_entity_id,
