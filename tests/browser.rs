@@ -1,11 +1,11 @@
 //! Gatehouse's web pages in a real browser: headless Chromium (Debian's
 //! `chromium` package) driven by `playwright-core` from the node scripts in
 //! tests/browser. Each test starts the real binary (SQLite; for the
-//! upstream login also the real `oidc-provider`), runs one script with the
-//! URLs and credentials in its environment, and checks its exit status and
-//! JSON result; the script checks what the pages show (see
-//! tests/browser/README.md). Codes the browser brings back are redeemed here
-//! at /token, and the tokens' claims checked.
+//! upstream logins also the real `oidc-provider` or SimpleSAMLphp), runs
+//! one script with the URLs and credentials in its environment, and checks
+//! its exit status and JSON result; the script checks what the pages show
+//! (see tests/browser/README.md). Codes the browser brings back are redeemed
+//! here at /token, and the tokens' claims checked.
 //!
 //! Needs Chromium at /usr/bin/chromium (or `CHROMIUM`) and the npm packages
 //! of tests/browser (tests/browser/setup.sh; run here when missing).
@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::Command;
 
+use common::saml_idp::{self, SSP_PASSWORD};
 use common::upstream::{self, Upstream, UPSTREAM_CLIENT, UPSTREAM_SECRET};
 use common::*;
 
@@ -364,6 +365,42 @@ async fn device_pages_in_chromium_connect_the_device() {
 // 4. Login at an upstream OpenID provider, cross-site.
 // ---------------------------------------------------------------------------
 
+/// A login of the public client through an upstream provider's pages:
+/// runs `script` (with `env`, the provider's inputs) for an /authorize
+/// request with PKCE, a state and a loopback redirect URI; the script
+/// checks Gatehouse's consent page, this the state and issuer that came
+/// back. Returns the script's result, the redirect URI and the PKCE pair
+/// for redeeming the code.
+async fn upstream_login(
+    server: &Server,
+    script: &str,
+    env: &[(&str, &str)],
+) -> (Value, String, Pkce) {
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let p = pkce();
+    let state = random_state();
+    let scopes = "openid email profile mcp:read";
+    let url = authorize_url(
+        server,
+        PUBLIC_CLIENT,
+        &redirect,
+        &p.challenge,
+        &[("scope", scopes), ("state", &state)],
+    );
+    let mut inputs = vec![
+        ("AUTHORIZE_URL", url.as_str()),
+        ("REDIRECT_URI", redirect.as_str()),
+        ("EXPECT_CLIENT_NAME", "Demo public client"),
+        ("EXPECT_SCOPES", scopes),
+        ("EXPECT_RESOURCES", MCP),
+    ];
+    inputs.extend_from_slice(env);
+    let out = run_script(script, server, &inputs).await;
+    assert_eq!(out["params"]["state"], state.as_str(), "{out}");
+    assert_eq!(out["params"]["iss"], server.base.as_str(), "{out}");
+    (out, redirect, p)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_login_in_chromium_through_the_providers_pages_cross_site() {
     // The provider on `localhost`, Gatehouse on 127.0.0.1: two sites.
@@ -388,34 +425,12 @@ scopes = ["openid", "email", "profile"]
         &[("UPSTREAM_HOST", "localhost")],
     );
 
-    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-    let p = pkce();
-    let state = random_state();
-    let url = authorize_url(
+    let (out, redirect, p) = upstream_login(
         &server,
-        PUBLIC_CLIENT,
-        &redirect,
-        &p.challenge,
-        &[
-            ("scope", "openid email profile mcp:read"),
-            ("state", &state),
-        ],
-    );
-    let out = run_script(
         "upstream.mjs",
-        &server,
-        &[
-            ("AUTHORIZE_URL", &url),
-            ("REDIRECT_URI", &redirect),
-            ("UPSTREAM_URL", &issuer),
-            ("UPSTREAM_LOGIN", "alice"),
-            ("EXPECT_CLIENT_NAME", "Demo public client"),
-            ("EXPECT_SCOPES", "openid email profile mcp:read"),
-            ("EXPECT_RESOURCES", MCP),
-        ],
+        &[("UPSTREAM_URL", &issuer), ("UPSTREAM_LOGIN", "alice")],
     )
     .await;
-    assert_eq!(out["params"]["state"], state.as_str(), "{out}");
     // The flow cookie crossed the provider and back with SameSite=Lax.
     let cookies = out["cookies"].as_array().expect("cookies");
     assert!(
@@ -447,7 +462,65 @@ scopes = ["openid", "email", "profile"]
 }
 
 // ---------------------------------------------------------------------------
-// 5. The error page.
+// 5. SAML login at SimpleSAMLphp: the IdP's cross-site POST.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saml_login_through_simplesamlphp_in_chromium_survives_the_cross_site_post() {
+    // The IdP on `localhost`, Gatehouse on 127.0.0.1: the IdP's page posts
+    // the response cross-site, and Chromium withholds the Lax cookies.
+    let (server, idp) = saml_idp::start_with_simplesamlphp(Db::Sqlite, "localhost").await;
+    let (out, redirect, p) = upstream_login(
+        &server,
+        "saml.mjs",
+        &[
+            ("IDP_URL", &idp.base),
+            ("ACS_URL", &saml_idp::acs(&server)),
+            ("IDP_USER", "alice"),
+            ("IDP_PASSWORD", SSP_PASSWORD),
+        ],
+    )
+    .await;
+    // The IdP's POST came without the login cookie and got the re-post
+    // page, Gatehouse's re-post came with it (the script checks the
+    // details).
+    let posts = out["acs_posts"].as_array().expect("acs_posts");
+    assert_eq!(posts.len(), 2, "{out}");
+    let carried = |i: usize| {
+        posts[i]["cookies"]
+            .as_array()
+            .expect("cookies")
+            .contains(&Value::from("gh_login"))
+    };
+    assert!(!carried(0) && carried(1), "{out}");
+    assert_eq!(posts[0]["fetch_site"], "cross-site", "{out}");
+    assert_eq!(posts[1]["fetch_site"], "same-origin", "{out}");
+
+    // The code is the SAML user's: redeemed with the verifier, its token
+    // and userinfo carry the IdP's attributes as mapped.
+    let tokens = redeem_code(
+        &server,
+        PUBLIC_CLIENT,
+        &redirect,
+        text(&out["params"], "code"),
+        &p,
+    )
+    .await;
+    let access = text(&tokens, "access_token");
+    let claims = jwt_claims(access);
+    assert_eq!(claims["iss"], server.base.as_str());
+    assert_eq!(claims["aud"], MCP);
+    assert_eq!(claims["client_id"], PUBLIC_CLIENT);
+    let sub = text(&claims, "sub");
+    assert_ne!(sub, "alice", "the broker subject is its own");
+    let info = upstream::userinfo(&server, access).await;
+    assert_eq!(info["sub"], sub, "{info}");
+    assert_eq!(info["email"], "alice@saml.example", "{info}");
+    assert_eq!(info["name"], "Alice SAML", "{info}");
+}
+
+// ---------------------------------------------------------------------------
+// 6. The error page.
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,7 +555,7 @@ async fn unregistered_redirect_uri_shows_the_error_page_in_chromium_with_nothing
 }
 
 // ---------------------------------------------------------------------------
-// 6. The login and consent pages refuse framing.
+// 7. The login and consent pages refuse framing.
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,31 +19,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use gatehouse_connectors::saml_test_idp::{ResponseSpec, TestIdp};
 
-const CONNECTOR: &str = "corp";
-const CONNECTOR_NAME: &str = "Corp SAML";
-
-fn acs(server: &Server) -> String {
-    server.url(&format!("/callback/{CONNECTOR}"))
-}
-
-fn sp_entity_id(server: &Server) -> String {
-    server.url(&format!("/saml/{CONNECTOR}/metadata"))
-}
-
-/// The connector table; `idp` lines say where the IdP is.
-fn saml_connector(idp: &str) -> String {
-    format!(
-        r#"
-[[tenants.connectors]]
-id = "{CONNECTOR}"
-type = "saml"
-display_name = "{CONNECTOR_NAME}"
-attributes = {{ email = "mail", name = "displayName", groups = "eduPersonAffiliation" }}
-{idp}
-"#
-    )
-}
-
 /// A Gatehouse whose SAML connector trusts `idp`'s key (no IdP process:
 /// the test posts responses it signs itself).
 async fn start_with_test_idp(db: Db, idp: &TestIdp) -> Server {
@@ -58,25 +33,6 @@ async fn start_with_test_idp_and(db: Db, idp: &TestIdp, extra: &str) -> Server {
         idp.certificate_pem()
     ));
     Server::start_with(db, &config(&table)).await
-}
-
-/// A Gatehouse and a SimpleSAMLphp that know each other: Gatehouse reads
-/// the IdP's metadata from its URL.
-async fn start_with_simplesamlphp(db: Db) -> (Server, SimpleSamlPhp) {
-    // The IdP's port must be known before Gatehouse's config is written,
-    // and Gatehouse's before the IdP starts: reserve one and start the IdP
-    // after Gatehouse (the metadata is fetched at the first sign-in).
-    let port = free_port();
-    let metadata = format!("http://127.0.0.1:{port}/saml2/idp/metadata.php");
-    let server = Server::start_with(
-        db,
-        &config(&saml_connector(&format!(
-            "idp_metadata_url = \"{metadata}\""
-        ))),
-    )
-    .await;
-    let idp = SimpleSamlPhp::start_on(port, &sp_entity_id(&server), &acs(&server), false).await;
-    (server, idp)
 }
 
 /// /authorize up to the IdP: the SSO URL, the AuthnRequest's ID and the
@@ -179,7 +135,7 @@ async fn assert_refused(server: &Server, out: Outcome, status: u16, words: &str,
 // ---------------------------------------------------------------------------
 
 async fn simplesamlphp_login_issues_tokens_with_the_mapped_user(db: Db) {
-    let (server, idp) = start_with_simplesamlphp(db).await;
+    let (server, idp) = start_with_simplesamlphp(db, "127.0.0.1").await;
     let browser = Browser::new();
     let (sso, _, p) = to_idp(&server, &browser).await;
     assert!(sso.starts_with(&idp.base), "sent to {sso}");
@@ -227,7 +183,7 @@ async fn simplesamlphp_login_issues_tokens_with_the_mapped_user(db: Db) {
 }
 
 async fn replayed_simplesamlphp_response_is_refused(db: Db) {
-    let (server, idp) = start_with_simplesamlphp(db).await;
+    let (server, idp) = start_with_simplesamlphp(db, "127.0.0.1").await;
     let browser = Browser::new();
     let (sso, _, _) = to_idp(&server, &browser).await;
     let (action, posted) = idp.sign_in(&browser, &sso, "alice").await;
