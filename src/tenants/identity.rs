@@ -125,8 +125,8 @@ pub async fn recheck_upstream(
         ));
     };
     if binding.connector_id != connector_id {
-        // The user last signed in through another connector; this grant's
-        // upstream session is not kept.
+        // Not this connector's session (broker subjects are per connector,
+        // so only a renamed connector gets here): nothing to check with.
         return Ok(Recheck::NotDue);
     }
     let refused = || {
