@@ -845,6 +845,41 @@ async fn user_disabled_upstream_loses_access_at_the_next_recheck(db: Db) {
     assert_eq!(status, 400, "and stays refused");
 }
 
+async fn unreadable_upstream_session_means_signing_in_again(db: Db) {
+    let (server, upstream) = start_pair(
+        db,
+        "upstream_check_interval = 60",
+        &[("UPSTREAM_REFRESH", "1")],
+    )
+    .await;
+    let tokens = login_upstream(&server, &upstream, &Browser::new(), "alice").await;
+    let sub = jwt_claims(tokens["access_token"].as_str().unwrap())["sub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The stored session is altered (or was sealed under another KEK).
+    let store = gatehouse::store::connect(&server.database_url)
+        .await
+        .expect("store");
+    let stored = store
+        .get_upstream_session("default", &sub)
+        .await
+        .expect("read")
+        .expect("an upstream session was kept at sign-in");
+    let altered = stored.replace("\"refresh_token\":\"", "\"refresh_token\":\"AAAA");
+    store
+        .put_upstream_session("default", &sub, Some(&altered))
+        .await
+        .expect("write");
+    server.advance_clock(61);
+    let (status, json) = refresh(&server, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "no 500, and no access without a check: {json}"
+    );
+}
+
 async fn unreachable_provider_at_recheck_spends_nothing(db: Db) {
     let (server, upstream) = start_pair(
         db,
@@ -874,6 +909,7 @@ on_both_databases!(
     upstream_access_tokens_are_refused_unless_the_connector_lists_their_audience,
     user_disabled_upstream_loses_access_at_the_next_recheck,
     unreachable_provider_at_recheck_spends_nothing,
+    unreadable_upstream_session_means_signing_in_again,
     upstream_id_token_is_exchanged_for_an_id_jag_and_redeemed,
     upstream_login_issues_tokens_with_a_stable_subject,
     sso_session_skips_the_provider_on_the_next_authorization,

@@ -119,21 +119,25 @@ pub async fn recheck_upstream(
     let Some(raw) = app.store.get_upstream_session(&tenant.id, subject).await? else {
         return Ok(Recheck::NotDue);
     };
+    let refused = || {
+        OAuthError::invalid_grant(
+            "the user's session at the identity provider has ended; sign in again",
+        )
+    };
+    // An unreadable session (altered row, another KEK) cannot vouch for the
+    // user: they sign in again, which stores a fresh one.
+    let unreadable = || {
+        tracing::error!(tenant = %tenant.id, connector = connector_id, "the stored upstream session is unreadable; the user must sign in again");
+        refused()
+    };
     let Ok(mut binding) = serde_json::from_str::<UpstreamBinding>(&raw) else {
-        return Err(OAuthError::server_error(
-            "the stored upstream session is unreadable",
-        ));
+        return Err(unreadable());
     };
     if binding.connector_id != connector_id {
         // Not this connector's session (broker subjects are per connector,
         // so only a renamed connector gets here): nothing to check with.
         return Ok(Recheck::NotDue);
     }
-    let refused = || {
-        OAuthError::invalid_grant(
-            "the user's session at the identity provider has ended; sign in again",
-        )
-    };
     if binding.refused_at.is_some() {
         return Err(refused());
     }
@@ -158,7 +162,7 @@ pub async fn recheck_upstream(
         .ok()
         .and_then(|blob| app.kek.decrypt(&blob, &aad(tenant, subject)).ok())
         .and_then(|plain| String::from_utf8(plain).ok())
-        .ok_or_else(|| OAuthError::server_error("the stored upstream session is unreadable"))?;
+        .ok_or_else(unreadable)?;
     let outcome = match connector.refresh(&token).await {
         // OIDC Core §12.2: a refreshed identity must be the same user.
         Ok(fresh) if !fresh.upstream_subject.is_empty() => {
