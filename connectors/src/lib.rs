@@ -18,6 +18,17 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// A loopback host (127.0.0.0/8, ::1, localhost): the only hosts where a
+/// connector accepts plain `http` endpoints (tests, local development).
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// Who the upstream says logged in.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Identity {

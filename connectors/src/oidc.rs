@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use crate::{Connector, ConnectorError, Identity, LoginMethod, RedirectLogin};
+use crate::{is_loopback, Connector, ConnectorError, Identity, LoginMethod, RedirectLogin};
 
 /// How far the upstream's clock may be from ours for `exp` and `iat`.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 60;
@@ -931,15 +931,6 @@ impl Connector for OidcConnector {
 
     async fn refresh(&self, refresh_token: &str) -> Result<Identity, ConnectorError> {
         self.bounded(self.refresh_upstream(refresh_token)).await
-    }
-}
-
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
     }
 }
 
@@ -2103,6 +2094,21 @@ mod tests {
         // http is fine on loopback (development and tests).
         let s: OidcSettings =
             serde_json::from_value(with("issuer", json!("http://localhost:8080"))).unwrap();
+        assert!(OidcConnector::new("corp", None, s, |_| None).is_ok());
+    }
+
+    #[test]
+    fn the_id_token_audience_cannot_be_an_access_token_audience() {
+        let mut s = settings("https://idp.example.com");
+        s.access_token_audiences = vec![CLIENT.to_string()];
+        let e = OidcConnector::new("corp", None, s, |_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("access_token_audiences: must not contain client_id"),
+            "{e}"
+        );
+        let mut s = settings("https://idp.example.com");
+        s.access_token_audiences = vec!["api://gatehouse".into()];
         assert!(OidcConnector::new("corp", None, s, |_| None).is_ok());
     }
 }

@@ -249,12 +249,11 @@ fn config(m: impl Into<String>) -> ConnectorError {
 fn check_transport(key: &str, value: &str) -> Result<url::Url, ConnectorError> {
     let url = url::Url::parse(value)
         .map_err(|e| config(format!("{key}: '{value}' is not a URL ({e})")))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
-    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+    if url.scheme() == "https" || (url.scheme() == "http" && crate::is_loopback(&url)) {
         Ok(url)
     } else {
         Err(config(format!(
-            "{key}: '{value}' must be an https URL (http only for 127.0.0.1, [::1] or localhost)"
+            "{key}: '{value}' must be an https URL (http only for a loopback host: 127.0.0.1, [::1] or localhost)"
         )))
     }
 }

@@ -96,15 +96,8 @@ pub async fn remember_upstream_session(
     Ok(())
 }
 
-/// What a re-check found.
-pub enum Recheck {
-    /// Nothing to ask (no upstream session kept, or checked recently).
-    NotDue,
-    /// The upstream still accepts the user.
-    Confirmed,
-}
-
-/// Before a refresh of a grant that came from `connector_id`: if the
+/// Before a refresh of a grant that came from `connector_id` (`Ok` when
+/// there is nothing to ask, or the upstream still accepts the user): if the
 /// subject's upstream session is due for a check (older than the
 /// connector's `upstream_check_interval`), asks the upstream with the kept
 /// refresh token. A refusal is remembered, so every other grant of the
@@ -115,9 +108,9 @@ pub async fn recheck_upstream(
     tenant: &Tenant,
     subject: &str,
     connector_id: &str,
-) -> OAuthResult<Recheck> {
+) -> OAuthResult<()> {
     let Some(raw) = app.store.get_upstream_session(&tenant.id, subject).await? else {
-        return Ok(Recheck::NotDue);
+        return Ok(());
     };
     let refused = || {
         OAuthError::invalid_grant(
@@ -136,7 +129,7 @@ pub async fn recheck_upstream(
     if binding.connector_id != connector_id {
         // Not this connector's session (broker subjects are per connector,
         // so only a renamed connector gets here): nothing to check with.
-        return Ok(Recheck::NotDue);
+        return Ok(());
     }
     if binding.refused_at.is_some() {
         return Err(refused());
@@ -151,7 +144,7 @@ pub async fn recheck_upstream(
             c.upstream_check_interval
         });
     if now - binding.checked_at < interval {
-        return Ok(Recheck::NotDue);
+        return Ok(());
     }
     let Some(connector) = tenant.connector(connector_id) else {
         // The connector was removed: nobody can vouch for the user any more.
@@ -190,7 +183,7 @@ pub async fn recheck_upstream(
             }
             binding.checked_at = now;
             save(app, tenant, subject, &binding).await?;
-            Ok(Recheck::Confirmed)
+            Ok(())
         }
         Err(e @ (ConnectorError::Refused(_) | ConnectorError::InvalidToken(_))) => {
             binding.refused_at = Some(now);
