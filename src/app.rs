@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::endpoints;
+use crate::http::{source, TrustedProxies};
 use crate::keys::Kek;
 use crate::store::DynStore;
 use crate::tenants::{Tenant, TenantError, TenantRegistry};
@@ -38,6 +39,8 @@ pub struct Inner {
     pub audit: Audit,
     /// https public URL: cookies get `Secure` and the `__Host-` prefix.
     pub secure_cookies: bool,
+    /// Peers whose `X-Forwarded-For` is believed (see `http::source`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl std::ops::Deref for AppState {
@@ -48,7 +51,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: DynStore, clock: Clock, kek: Kek, public_url: String) -> Self {
+    pub fn new(
+        store: DynStore,
+        clock: Clock,
+        kek: Kek,
+        public_url: String,
+        trusted_proxies: TrustedProxies,
+    ) -> Self {
         let secure_cookies = public_url.starts_with("https://");
         let audit = Audit::start(store.clone());
         AppState(Arc::new(Inner {
@@ -60,6 +69,7 @@ impl AppState {
             clients: crate::oauth::client_auth::ClientCache::new(CACHE_TTL),
             audit,
             secure_cookies,
+            trusted_proxies,
         }))
     }
 
@@ -177,6 +187,10 @@ pub fn router(app: AppState) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            source::set_source_addr,
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

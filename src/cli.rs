@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Public base URL; the default tenant's issuer (default: http://<listen address>).
     #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Addresses or CIDR blocks of reverse proxies whose X-Forwarded-For is
+    /// believed (comma-separated). Without it, the TCP peer is the client.
+    #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_parser = parse_trusted_proxies, default_value = "")]
+    pub trusted_proxies: crate::http::TrustedProxies,
     /// Testing only: a file holding a number of seconds to add to the clock.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK_FILE", hide = true)]
     pub test_clock_file: Option<PathBuf>,
@@ -471,6 +475,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn parse_trusted_proxies(s: &str) -> Result<crate::http::TrustedProxies, String> {
+    s.parse()
+}
+
 async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let public_url = normalize_public_url(
         &args
@@ -498,7 +506,13 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("--listen: cannot bind {}", settings.listen))?;
     check_domains(&store, Some(&public_url), None).await?;
-    let app = crate::AppState::new(store.clone(), clock.clone(), kek, public_url.clone());
+    let app = crate::AppState::new(
+        store.clone(),
+        clock.clone(),
+        kek,
+        public_url.clone(),
+        args.trusted_proxies.clone(),
+    );
     for t in store.list_tenants().await? {
         // Fail at start, not on the first request, if a tenant cannot load.
         app.tenant(&t.id)

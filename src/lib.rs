@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod endpoints;
 pub mod grants;
+pub mod http;
 pub mod keys;
 pub mod oauth;
 pub mod pages;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::http::SourceAddr;
 use crate::store::{AuditRecord, DynStore};
 use crate::tenants::Tenant;
 use crate::tokens::secret::random_id;
@@ -74,5 +75,70 @@ impl Audit {
         if self.tx.try_send(event).is_err() {
             tracing::warn!("audit queue full; event dropped");
         }
+    }
+}
+
+/// How urgent a security event is: `high` wants a person now (a stolen
+/// token was replayed), `medium` a look soon (a burst of failures),
+/// `low` a trend to watch (one refusal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+/// An audit event of the `security` class: stored with kind
+/// `security.{kind}` and outcome `detected`, its severity and class in the
+/// detail, and sent to the security webhook when one is configured.
+/// `docs/security.md` lists every kind and what to do about it.
+pub struct SecurityEvent<'a> {
+    /// Short snake_case name, e.g. `refresh_reuse`, `code_replay`.
+    pub kind: &'static str,
+    pub severity: Severity,
+    pub client_id: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub source: Option<SourceAddr>,
+    /// Anything else worth knowing; never a secret, token or code.
+    pub detail: serde_json::Value,
+}
+
+impl Audit {
+    pub fn security(&self, tenant: &Tenant, event: SecurityEvent<'_>) {
+        let mut detail = match event.detail {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("info".into(), other);
+                map
+            }
+        };
+        detail.insert("class".into(), "security".into());
+        detail.insert(
+            "severity".into(),
+            serde_json::to_value(event.severity).unwrap_or_default(),
+        );
+        let source = event.source.map(|s| s.to_string());
+        tracing::warn!(
+            target: "security",
+            tenant = %tenant.id,
+            kind = event.kind,
+            severity = ?event.severity,
+            client_id = event.client_id,
+            subject = event.subject,
+            source = source.as_deref(),
+            "security event"
+        );
+        self.record(
+            tenant,
+            &format!("security.{}", event.kind),
+            "detected",
+            event.client_id,
+            event.subject,
+            source.as_deref(),
+            serde_json::Value::Object(detail),
+        );
     }
 }

@@ -1,0 +1,7 @@
+//! Tower layers and request extensions every request passes through:
+//! the source address (behind trusted proxies only), and (added here, not in
+//! endpoint files) request ids, tracing, limits and security headers.
+
+pub mod source;
+
+pub use source::{SourceAddr, TrustedProxies};
