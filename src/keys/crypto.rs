@@ -446,15 +446,7 @@ impl PublicKey {
                     return Err("RS256 key must be kty RSA".into());
                 }
                 let (n, e) = (bytes("n")?, bytes("e")?);
-                let key = rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(&n),
-                    rsa::BigUint::from_bytes_be(&e),
-                )
-                .map_err(|_| "public JWK is not a valid RSA key".to_owned())?;
-                // ring (jsonwebtoken's backend) refuses RSA keys under 2048 bits.
-                if rsa::traits::PublicKeyParts::size(&key) * 8 < RSA_BITS {
-                    return Err("RSA modulus is shorter than 2048 bits".into());
-                }
+                check_rsa_public(&n, &e)?;
                 Ok(PublicKey::Rsa { n, e })
             }
         }
@@ -491,17 +483,51 @@ pub(crate) fn encoding_key_from_pkcs8(
         Alg::ES256 => Ok(jsonwebtoken::EncodingKey::from_ec_der(pkcs8)),
         Alg::EdDSA => Ok(jsonwebtoken::EncodingKey::from_ed_der(pkcs8)),
         Alg::RS256 => {
-            use rsa::pkcs1::EncodeRsaPrivateKey;
-            use rsa::pkcs8::DecodePrivateKey;
-            let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
-                .map_err(|_| "private key is not RSA PKCS#8".to_owned())?;
-            // SecretDocument wipes itself on drop.
-            let pkcs1 = key
-                .to_pkcs1_der()
-                .map_err(|_| "cannot re-encode RSA key as PKCS#1".to_owned())?;
-            Ok(jsonwebtoken::EncodingKey::from_rsa_der(pkcs1.as_bytes()))
+            // PKCS#8 wraps the PKCS#1 RSAPrivateKey as its privateKey octets.
+            let info = p256::pkcs8::PrivateKeyInfo::try_from(pkcs8)
+                .map_err(|_| "private key is not PKCS#8".to_owned())?;
+            if info.algorithm.oid != RSA_ENCRYPTION {
+                return Err("private key is not RSA PKCS#8".to_owned());
+            }
+            Ok(jsonwebtoken::EncodingKey::from_rsa_der(info.private_key))
         }
     }
+}
+
+/// rsaEncryption (RFC 8017 appendix C).
+const RSA_ENCRYPTION: p256::pkcs8::ObjectIdentifier =
+    p256::pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// What ring (the verifier) will accept of a published RSA key: a modulus of
+/// at least 2048 bits (big-endian, no leading zero octet) and an odd public
+/// exponent between 3 and 2^33.
+fn check_rsa_public(n: &[u8], e: &[u8]) -> Result<(), String> {
+    let n = strip_leading_zeros(n);
+    let bits = match n.first() {
+        Some(first) => n.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
+    };
+    if bits < RSA_BITS {
+        return Err("RSA modulus is shorter than 2048 bits".into());
+    }
+    if bits > 8192 || n.last().is_none_or(|b| b % 2 == 0) {
+        return Err("public JWK is not a valid RSA key".into());
+    }
+    let e = strip_leading_zeros(e);
+    let exponent = if e.len() <= 5 {
+        e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    } else {
+        u64::MAX
+    };
+    if !(3..=(1 << 33)).contains(&exponent) || exponent % 2 == 0 {
+        return Err("public JWK is not a valid RSA key".into());
+    }
+    Ok(())
+}
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+    &b[start..]
 }
 
 /// A fresh key pair: PKCS#8 DER of the private key (wiped on drop) and the public key.
@@ -533,15 +559,18 @@ fn generate_key_pair(alg: Alg) -> Result<(p256::pkcs8::SecretDocument, PublicKey
             Ok((der, PublicKey::Ed { x }))
         }
         Alg::RS256 => {
-            use rsa::pkcs8::EncodePrivateKey;
-            use rsa::traits::PublicKeyParts;
-            let secret =
-                rsa::RsaPrivateKey::new(&mut OsRng, RSA_BITS).map_err(|_| failed("RSA keygen"))?;
-            let der = secret
-                .to_pkcs8_der()
+            // OpenSSL generates the key (ring cannot); ring signs with it.
+            let rsa =
+                openssl::rsa::Rsa::generate(RSA_BITS as u32).map_err(|_| failed("RSA keygen"))?;
+            let (n, e) = (rsa.n().to_vec(), rsa.e().to_vec());
+            let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(|_| failed("RSA keygen"))?;
+            let mut pkcs8 = pkey
+                .private_key_to_pkcs8()
                 .map_err(|_| failed("PKCS#8 encoding"))?;
-            let (n, e) = (secret.n().to_bytes_be(), secret.e().to_bytes_be());
-            Ok((der, PublicKey::Rsa { n, e }))
+            let der = p256::pkcs8::SecretDocument::try_from(pkcs8.as_slice())
+                .map_err(|_| failed("PKCS#8 encoding"));
+            wipe(&mut pkcs8);
+            Ok((der?, PublicKey::Rsa { n, e }))
         }
     }
 }
@@ -771,5 +800,28 @@ mod tests {
         let mut no_x = jwk;
         no_x.as_object_mut().unwrap().remove("x");
         assert!(PublicKey::from_jwk(Alg::ES256, &no_x).is_err());
+    }
+
+    #[test]
+    fn rsa_public_keys_below_2048_bits_or_malformed_are_refused() {
+        let mut n = vec![0xffu8; 256];
+        let e = [1u8, 0, 1];
+        assert!(check_rsa_public(&n, &e).is_ok());
+        // A leading zero octet does not make a short modulus long.
+        let short: Vec<u8> = std::iter::once(0).chain([0xffu8; 255]).collect();
+        assert!(check_rsa_public(&short, &e).unwrap_err().contains("2048"));
+        assert!(check_rsa_public(&n, &[2]).is_err(), "even exponent");
+        assert!(check_rsa_public(&n, &[1]).is_err(), "exponent 1");
+        n[255] = 0xfe;
+        assert!(check_rsa_public(&n, &e).is_err(), "even modulus");
+    }
+
+    #[test]
+    fn generated_rsa_key_round_trips_through_pkcs8() {
+        let kek = Kek::generate();
+        let rec = generate_key(Alg::RS256, TENANT, &kek, 0, STATE_NEXT).unwrap();
+        let jwk: Value = serde_json::from_str(&rec.public_jwk).unwrap();
+        assert!(PublicKey::from_jwk(Alg::RS256, &jwk).is_ok());
+        assert!(encoding_key_from_pkcs8(Alg::RS256, &[0x30, 0x00]).is_err());
     }
 }

@@ -79,21 +79,33 @@ impl TestKey {
         }
     }
 
+    /// A fixed 2048-bit test key (tests/fixtures/rsa-test-key.pem, made
+    /// with `openssl genrsa -traditional 2048`): the SDK's tests need no RSA
+    /// implementation of their own, and the `rsa` crate (RUSTSEC-2023-0071)
+    /// stays out of the tree.
     pub fn rs256(kid: &str) -> TestKey {
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        use rsa::traits::PublicKeyParts;
-        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-        let der = private.to_pkcs1_der().unwrap();
-        let public = private.to_public_key();
-        let n = public.n().to_bytes_be();
+        const PEM: &[u8] = include_bytes!("../fixtures/rsa-test-key.pem");
+        const MODULUS_HEX: &str =
+            "D1A2C95CA3FD1EDE4EC47A22A3B92894BA5F62F017D4CB61CF93F5987D91CD0A\
+30B717BE1C37FD1C565E0BC3DBDB2949ECFA8837788A1FAD6B7896C4C36CABA0\
+5576A66C9C35A86E8DAD8EC76A8229C86A55FC905C3B3FDE01870EA82EB9E06A\
+5CE402FC2ECF2A18A67574E2EA88481A3E8E40BE524099F27C4CF8ADBF638D8E\
+2B555B0A93BC6FCDFA91AC395090D3179D41EFE2D4FC21B7E91360C22F6FC102\
+4A5603D101F0680D812F89FB3F12DD59897F36D454F8F828FFC09143F17CB94B\
+5DD3436694B5348D884B0ECC377F0203E4778CF3C9A43CBE5586052669500891\
+6A953C36AC49ABD5E43DA73CFC161E236975F446362986D1D8476200BECB8241";
+        let n: Vec<u8> = (0..MODULUS_HEX.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&MODULUS_HEX[i..i + 2], 16).unwrap())
+            .collect();
         TestKey {
             kid: kid.to_string(),
             alg: Algorithm::RS256,
-            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            encoding: EncodingKey::from_rsa_pem(PEM).unwrap(),
             jwk: json!({
                 "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
                 "n": URL_SAFE_NO_PAD.encode(&n),
-                "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+                "e": URL_SAFE_NO_PAD.encode([1u8, 0, 1]),
             }),
             public_bytes: n,
         }
