@@ -71,6 +71,9 @@ pub enum Command {
     /// Tenants.
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Users (broker subjects).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print the argon2 hash of a password read from standard input (for dev users and client secrets in config).
     HashPassword,
 }
@@ -210,6 +213,20 @@ pub enum TenantsCommand {
         clear: bool,
     },
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// End everything a user was granted: every grant of the subject, its
+    /// refresh and access tokens, and what agents derived from them (token
+    /// exchange included). ID tokens and upstream tokens issued before now
+    /// are no longer exchanged. The user may sign in again.
+    Revoke {
+        /// The user's subject (`sub` of their access tokens).
+        subject: String,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
 }
 
 pub fn now() -> i64 {
@@ -472,7 +489,27 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Clients(cmd) => clients(&global, cmd).await,
         Command::Resources(cmd) => resources(&global, cmd).await,
         Command::Tenants(cmd) => tenants(&global, cmd).await,
+        Command::Users(cmd) => users(&global, cmd).await,
     }
+}
+
+async fn users(global: &GlobalArgs, cmd: UsersCommand) -> Result<()> {
+    let store = open_store(global).await?;
+    match cmd {
+        UsersCommand::Revoke { subject, tenant } => {
+            tenant_settings(&store, &tenant).await?;
+            let known = store
+                .get_identity_by_subject(&tenant, &subject)
+                .await?
+                .is_some();
+            let ended = store.revoke_subject(&tenant, &subject, now()).await?;
+            if !known && ended == 0 {
+                bail!("subject: no user '{subject}' in tenant '{tenant}'");
+            }
+            println!("user '{subject}' revoked: {ended} grant(s) ended");
+        }
+    }
+    Ok(())
 }
 
 fn parse_trusted_proxies(s: &str) -> Result<crate::http::TrustedProxies, String> {

@@ -236,6 +236,7 @@ impl TenantConfig {
         for (j, rule) in self.token_exchange.iter().enumerate() {
             validate_exchange_rule(rule).map_err(|e| format!("{at}.token_exchange[{j}].{e}"))?;
         }
+        validate_may_act(&self.token_exchange).map_err(|e| format!("{at}.token_exchange{e}"))?;
         crate::tenants::validate_access_token_claims(&self.access_token_claims)
             .map_err(|e| format!("{at}.access_token_claims: {e}"))?;
         crate::tenants::build_connectors(&self.settings())
@@ -310,6 +311,42 @@ pub fn validate_exchange_rule(rule: &ExchangeRule) -> Result<(), String> {
     for (i, r) in rule.resources.iter().enumerate() {
         if r != "*" {
             resource::canonicalize(r).map_err(|e| format!("resources[{i}]: {e}"))?;
+        }
+    }
+    for (i, a) in rule.actors.iter().enumerate() {
+        if a == "*" || a.trim().is_empty() {
+            return Err(format!(
+                "actors[{i}]: name each client whose tokens may be presented as actor_token (\"*\" is not allowed)"
+            ));
+        }
+    }
+    for (i, c) in rule.may_act_for.iter().enumerate() {
+        if c == "*" || c.trim().is_empty() {
+            return Err(format!(
+                "may_act_for[{i}]: name each client whose tokens carry may_act (\"*\" is not allowed)"
+            ));
+        }
+    }
+    if !rule.may_act_for.is_empty() && (rule.clients.len() != 1 || rule.clients[0] == "*") {
+        return Err(
+            "may_act_for: may_act names one party (RFC 8693 §4.4): the rule must name exactly one client"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A client's tokens name one party in `may_act`: at most one rule may list
+/// it in `may_act_for`.
+pub fn validate_may_act(rules: &[ExchangeRule]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (j, rule) in rules.iter().enumerate() {
+        for c in &rule.may_act_for {
+            if !seen.insert(c.as_str()) {
+                return Err(format!(
+                    "[{j}].may_act_for: '{c}' is named by two rules; its tokens can name only one party in may_act"
+                ));
+            }
         }
     }
     Ok(())

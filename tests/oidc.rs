@@ -410,8 +410,14 @@ async fn upstream_id_token(server: &Server, issuer: &str, login: &str) -> String
         .to_string()
 }
 
+/// The connector lets the agent present the provider's tokens issued to
+/// the provider client the tests play (`gatehouse`).
+fn agent_mapping() -> String {
+    format!("upstream_clients = {{ \"{UPSTREAM_CLIENT}\" = \"{AGENT}\" }}")
+}
+
 async fn upstream_id_token_is_exchanged_for_an_id_jag_and_redeemed(db: Db) {
-    let (mut server, _upstream) = start_pair(db, "", &[]).await;
+    let (mut server, _upstream) = start_pair(db, &agent_mapping(), &[]).await;
     let issuer = configured_issuer(&server);
     // The enterprise side (default tenant) may issue ID-JAGs for the MCP
     // side (tenant `mcp`), which trusts it.
@@ -643,7 +649,10 @@ async fn exchange_access_token(server: &Server, subject: &str) -> (u16, Value) {
 async fn upstream_jwt_access_token_is_exchanged_for_a_gatehouse_token(db: Db) {
     let (mut server, _upstream) = start_pair(
         db,
-        &format!("access_token_audiences = [\"{UPSTREAM_API}\"]"),
+        &format!(
+            "access_token_audiences = [\"{UPSTREAM_API}\"]\n{}",
+            agent_mapping()
+        ),
         &[("UPSTREAM_RESOURCE", UPSTREAM_API)],
     )
     .await;
@@ -734,8 +743,10 @@ async fn upstream_jwt_access_token_is_exchanged_for_a_gatehouse_token(db: Db) {
 }
 
 async fn upstream_access_tokens_are_refused_unless_the_connector_lists_their_audience(db: Db) {
-    // The same provider and token, but the connector accepts no access tokens.
-    let (mut server, _upstream) = start_pair(db, "", &[("UPSTREAM_RESOURCE", UPSTREAM_API)]).await;
+    // The same provider and token, but the connector accepts no access
+    // tokens (though it lets the agent present the provider's ID tokens).
+    let (mut server, _upstream) =
+        start_pair(db, &agent_mapping(), &[("UPSTREAM_RESOURCE", UPSTREAM_API)]).await;
     allow_agent_access_token_exchange(&server);
     server.restart().await;
     let issuer = configured_issuer(&server);

@@ -414,7 +414,11 @@ resources = ["{MCP}"]
         .await
     }
     for (allowed, accepted) in [(TID, true), (OTHER_TID, false)] {
-        let allowed_line = format!("allowed_tenants = [\"{allowed}\"]");
+        // The agent may present the provider's ID tokens issued to the
+        // provider client the test plays.
+        let allowed_line = format!(
+            "allowed_tenants = [\"{allowed}\"]\nupstream_clients = {{ \"{UPSTREAM_CLIENT}\" = \"agent\" }}"
+        );
         let (server, _upstream) = start_preset(
             db,
             "entra",

@@ -64,8 +64,13 @@ pub struct EntraSettings {
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub token_endpoint_auth_method: TokenAuthMethod,
+    /// Replaced by `upstream_clients` (a configuration error if set).
     #[serde(default)]
     pub accepted_audiences: Vec<String>,
+    /// The provider's client ids → the Gatehouse client that may present
+    /// tokens issued to them (see `OidcSettings::upstream_clients`).
+    #[serde(default)]
+    pub upstream_clients: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub access_token_audiences: Vec<String>,
 }
@@ -263,6 +268,7 @@ pub fn new(
         timeout_secs: s.timeout_secs.unwrap_or(10),
         token_endpoint_auth_method: s.token_endpoint_auth_method,
         accepted_audiences: s.accepted_audiences,
+        upstream_clients: s.upstream_clients,
         access_token_audiences: s.access_token_audiences,
     };
     let preset = EntraPreset {

@@ -124,6 +124,11 @@ pub enum ConnectorError {
     /// issuer, audience, time, nonce) or lacks the claims the connector needs.
     #[error("the identity provider's ID token or SAML assertion was rejected: {0}")]
     InvalidToken(String),
+    /// A token a client presented is valid, but the provider issued it to
+    /// another client than the one presenting it (its `aud`/`azp`, or an
+    /// access token's `client_id`, is not mapped to the presenting client).
+    #[error("the token was issued to another client: {0}")]
+    OtherClient(String),
 }
 
 impl ConnectorError {
@@ -138,6 +143,7 @@ impl ConnectorError {
             ConnectorError::Refused(_) => "upstream_refused",
             ConnectorError::InvalidCallback(_) => "invalid_callback",
             ConnectorError::InvalidToken(_) => "invalid_id_token",
+            ConnectorError::OtherClient(_) => "other_client",
         }
     }
 
@@ -224,19 +230,28 @@ pub trait Connector: Send + Sync {
         self.issuer() == Some(iss)
     }
 
-    /// Verifies an ID token that the upstream issued and a client presents
-    /// (token exchange subject): signature against the upstream's keys,
-    /// `iss`, expiry, and an audience this connector accepts.
-    async fn verify_presented_id_token(&self, _token: &str) -> Result<Identity, ConnectorError> {
+    /// Verifies an ID token that the upstream issued and the Gatehouse
+    /// client `presenter` presents (token exchange and ID-JAG subject):
+    /// signature against the upstream's keys, `iss`, expiry, and that the
+    /// upstream issued it to a client this connector maps to `presenter`
+    /// (its `aud`, and its `azp`; [`ConnectorError::OtherClient`] if not).
+    async fn verify_presented_id_token(
+        &self,
+        _token: &str,
+        _presenter: &str,
+    ) -> Result<Identity, ConnectorError> {
         Err(ConnectorError::Unsupported("verifying presented ID tokens"))
     }
 
-    /// Verifies a JWT access token that the upstream issued and a client
-    /// presents (token exchange subject): signature against the upstream's
-    /// keys, `iss`, expiry, and an audience this connector accepts.
+    /// Verifies a JWT access token that the upstream issued and the
+    /// Gatehouse client `presenter` presents (token exchange subject):
+    /// signature against the upstream's keys, `iss`, expiry, an audience
+    /// this connector accepts, and that the upstream issued it to a client
+    /// this connector maps to `presenter` ([`ConnectorError::OtherClient`]).
     async fn verify_presented_access_token(
         &self,
         _token: &str,
+        _presenter: &str,
     ) -> Result<Identity, ConnectorError> {
         Err(ConnectorError::Unsupported(
             "verifying presented access tokens",

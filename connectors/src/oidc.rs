@@ -145,11 +145,17 @@ pub struct OidcSettings {
     pub timeout_secs: u64,
     #[serde(default)]
     pub token_endpoint_auth_method: TokenAuthMethod,
-    /// Audiences, besides `client_id`, of ID tokens that clients may present
-    /// to Gatehouse (token exchange, ID-JAG): typically the agents' client
-    /// ids at this provider.
+    /// Replaced by `upstream_clients`; a non-empty list is a configuration
+    /// error that says so (it accepted ID tokens from any presenting client).
     #[serde(default)]
     pub accepted_audiences: Vec<String>,
+    /// Which Gatehouse client may present the provider's tokens (token
+    /// exchange and ID-JAG subjects): the provider's client id a token was
+    /// issued to (an ID token's `aud`/`azp`, an access token's `client_id`
+    /// or `azp`) → the Gatehouse client id. A token whose client is not
+    /// mapped to the client presenting it is refused; empty: none is accepted.
+    #[serde(default)]
+    pub upstream_clients: BTreeMap<String, String>,
     /// Audiences of the provider's JWT access tokens that clients may
     /// present to Gatehouse as token-exchange subjects (typically the
     /// identifier of an API registered at the provider for Gatehouse).
@@ -224,7 +230,7 @@ pub struct OidcConnector {
     userinfo: bool,
     timeout: Duration,
     upstream: Arc<Upstream>,
-    accepted_audiences: Vec<String>,
+    upstream_clients: BTreeMap<String, String>,
     access_token_audiences: Vec<String>,
 }
 
@@ -363,6 +369,18 @@ impl OidcConnector {
                 return Err(config(format!("claims.{key}: must not be empty")));
             }
         }
+        if !s.accepted_audiences.is_empty() {
+            return Err(config(
+                "accepted_audiences: replaced by upstream_clients = { \"<the provider's client id>\" = \"<the Gatehouse client id that may present its tokens>\" }, which binds each audience to the one client allowed to present it".into(),
+            ));
+        }
+        for (upstream, local) in &s.upstream_clients {
+            if upstream.trim().is_empty() || local.trim().is_empty() {
+                return Err(config(
+                    "upstream_clients: client ids must not be empty".into(),
+                ));
+            }
+        }
         if s.access_token_audiences.contains(&s.client_id) {
             // The connector's own ID tokens have that audience: they must
             // never pass as access tokens.
@@ -394,7 +412,7 @@ impl OidcConnector {
             userinfo: s.userinfo,
             timeout,
             upstream,
-            accepted_audiences: s.accepted_audiences,
+            upstream_clients: s.upstream_clients,
             access_token_audiences: s.access_token_audiences,
         })
     }
@@ -693,26 +711,95 @@ impl OidcConnector {
     }
 
     /// Checks an ID token a client presents (not one from our own login):
-    /// no nonce to compare, and the audience may be the connector's own
-    /// client or one of `accepted_audiences`.
+    /// signature, issuer and times; no nonce to compare. Who it was issued
+    /// to is checked by [`OidcConnector::check_presenter_of_id_token`].
     fn check_presented_id_token(
         &self,
         metadata: &CoreProviderMetadata,
         token: &CoreIdToken,
     ) -> Result<(), ClaimsVerificationError> {
-        // The audience is checked below against the accepted list.
+        // The audience is checked against the presenting client afterwards.
         let verifier = self.base_verifier(metadata).require_audience_match(false);
-        let claims = token.claims(&verifier, |_: Option<&Nonce>| Ok(()))?;
-        let accepted = |aud: &str| {
-            aud == self.client_id.as_str() || self.accepted_audiences.iter().any(|a| a == aud)
+        token.claims(&verifier, |_: Option<&Nonce>| Ok(()))?;
+        Ok(())
+    }
+
+    /// The Gatehouse client `upstream_clients` maps the provider's client
+    /// `upstream` to, if any.
+    fn maps_to(&self, upstream: &str, presenter: &str) -> bool {
+        self.upstream_clients
+            .get(upstream)
+            .is_some_and(|local| local == presenter)
+    }
+
+    /// ID-JAG draft, IdP processing rules: the subject ID token's audience
+    /// must be the client presenting it. Here: its `aud` names a provider
+    /// client mapped to `presenter`; with several audiences `azp` is
+    /// required; and `azp`, when present, is mapped to `presenter` too.
+    fn check_presenter_of_id_token(
+        &self,
+        claims: &Map<String, Value>,
+        presenter: &str,
+    ) -> Result<(), ConnectorError> {
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
         };
-        if claims.audiences().iter().any(|a| accepted(a.as_str())) {
-            Ok(())
-        } else {
-            Err(ClaimsVerificationError::InvalidAudience(
-                "it was issued to a client this connector does not accept".into(),
-            ))
+        let azp = claims.get("azp");
+        if audiences.len() > 1 && azp.is_none() {
+            return Err(ConnectorError::OtherClient(
+                "it has several audiences and no authorized party (azp)".into(),
+            ));
         }
+        if let Some(azp) = azp {
+            if !azp.as_str().is_some_and(|a| self.maps_to(a, presenter)) {
+                return Err(ConnectorError::OtherClient(
+                    "its authorized party (azp) is not mapped to this client in the connector's upstream_clients".into(),
+                ));
+            }
+        }
+        if !audiences.iter().any(|a| self.maps_to(a, presenter)) {
+            return Err(ConnectorError::OtherClient(
+                "its audience is not mapped to this client in the connector's upstream_clients"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The provider client an access token was issued to (RFC 9068
+    /// `client_id`, or `azp`, Entra v1 `appid`, Okta `cid`) must be mapped
+    /// to `presenter`. Where several are present they must agree.
+    fn check_presenter_of_access_token(
+        &self,
+        claims: &Map<String, Value>,
+        presenter: &str,
+    ) -> Result<(), ConnectorError> {
+        let named: Vec<Option<&str>> = ["client_id", "azp", "appid", "cid"]
+            .iter()
+            .filter_map(|k| claims.get(*k))
+            .map(Value::as_str)
+            .collect();
+        let first = match named.first() {
+            Some(Some(first)) => *first,
+            _ => {
+                return Err(ConnectorError::OtherClient(
+                    "it does not say which client it was issued to (client_id or azp)".into(),
+                ))
+            }
+        };
+        if named.iter().any(|n| *n != Some(first)) {
+            return Err(ConnectorError::OtherClient(
+                "its client_id and azp disagree".into(),
+            ));
+        }
+        if !self.maps_to(first, presenter) {
+            return Err(ConnectorError::OtherClient(
+                "the client it was issued to is not mapped to this client in the connector's upstream_clients".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks a JWT access token a client presents: the provider's keys and
@@ -857,7 +944,11 @@ impl Connector for OidcConnector {
         }
     }
 
-    async fn verify_presented_id_token(&self, token: &str) -> Result<Identity, ConnectorError> {
+    async fn verify_presented_id_token(
+        &self,
+        token: &str,
+        presenter: &str,
+    ) -> Result<Identity, ConnectorError> {
         let provider = self.upstream.discovered().await?;
         let id_token: CoreIdToken = token
             .parse()
@@ -866,10 +957,16 @@ impl Connector for OidcConnector {
             self.check_presented_id_token(metadata, &id_token)
         })
         .await?;
-        self.mapped(&raw_claims(token)?)
+        let claims = raw_claims(token)?;
+        self.check_presenter_of_id_token(&claims, presenter)?;
+        self.mapped(&claims)
     }
 
-    async fn verify_presented_access_token(&self, token: &str) -> Result<Identity, ConnectorError> {
+    async fn verify_presented_access_token(
+        &self,
+        token: &str,
+        presenter: &str,
+    ) -> Result<Identity, ConnectorError> {
         if self.access_token_audiences.is_empty() {
             return Err(ConnectorError::InvalidToken(
                 "this connector accepts no access tokens of its provider (access_token_audiences is empty)".into(),
@@ -885,7 +982,9 @@ impl Connector for OidcConnector {
             self.check_presented_access_token(metadata, &access_token)
         })
         .await?;
-        self.mapped(&raw_claims(token)?)
+        let claims = raw_claims(token)?;
+        self.check_presenter_of_access_token(&claims, presenter)?;
+        self.mapped(&claims)
     }
 
     fn id(&self) -> &str {
@@ -2110,5 +2209,141 @@ mod tests {
         let mut s = settings("https://idp.example.com");
         s.access_token_audiences = vec!["api://gatehouse".into()];
         assert!(OidcConnector::new("corp", None, s, |_| None).is_ok());
+    }
+
+    // -----------------------------------------------------------------------
+    // Tokens clients present: bound to the presenting Gatehouse client.
+    // -----------------------------------------------------------------------
+
+    const AGENT_AT_IDP: &str = "agent-at-idp";
+    const AGENT: &str = "agent";
+
+    fn presenting_connector(m: &Mock, access_audience: bool) -> OidcConnector {
+        let mut s = settings(&m.issuer);
+        s.upstream_clients = BTreeMap::from([(AGENT_AT_IDP.to_string(), AGENT.to_string())]);
+        if access_audience {
+            s.access_token_audiences = vec!["api://gatehouse".into()];
+        }
+        OidcConnector::new("corp", Some("Corp"), s, |_| None).unwrap()
+    }
+
+    fn presented_id_token(m: &Mock, k: &Key, edit: impl FnOnce(&mut Value)) -> String {
+        let mut v = json!({
+            "iss": m.issuer, "sub": "user-123", "aud": AGENT_AT_IDP,
+            "exp": now() + 300, "iat": now(),
+        });
+        edit(&mut v);
+        sign(k, &v)
+    }
+
+    fn other_client(r: Result<Identity, ConnectorError>, words: &str) {
+        match r {
+            Err(ConnectorError::OtherClient(m)) => {
+                assert!(m.contains(words), "'{m}' does not mention '{words}'")
+            }
+            other => panic!("expected OtherClient ({words}), got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn presented_id_token_is_accepted_from_the_mapped_client_only() {
+        let k = key("k1");
+        let m = mock(&[&k]).await;
+        let c = presenting_connector(&m, false);
+        let token = presented_id_token(&m, &k, |_| {});
+        let id = c.verify_presented_id_token(&token, AGENT).await.unwrap();
+        assert_eq!(id.upstream_subject, "user-123");
+        other_client(
+            c.verify_presented_id_token(&token, "another-client").await,
+            "audience",
+        );
+    }
+
+    #[tokio::test]
+    async fn presented_id_token_of_the_connectors_own_client_needs_a_mapping() {
+        let k = key("k1");
+        let m = mock(&[&k]).await;
+        let c = presenting_connector(&m, false);
+        let token = presented_id_token(&m, &k, |v| v["aud"] = json!(CLIENT));
+        other_client(c.verify_presented_id_token(&token, AGENT).await, "audience");
+        other_client(
+            c.verify_presented_id_token(&token, CLIENT).await,
+            "audience",
+        );
+    }
+
+    #[tokio::test]
+    async fn presented_id_token_with_several_audiences_needs_a_mapped_azp() {
+        let k = key("k1");
+        let m = mock(&[&k]).await;
+        let c = presenting_connector(&m, false);
+        let several = presented_id_token(&m, &k, |v| v["aud"] = json!([AGENT_AT_IDP, "other"]));
+        other_client(c.verify_presented_id_token(&several, AGENT).await, "azp");
+        let foreign_azp = presented_id_token(&m, &k, |v| {
+            v["aud"] = json!([AGENT_AT_IDP, "other"]);
+            v["azp"] = json!("other");
+        });
+        other_client(
+            c.verify_presented_id_token(&foreign_azp, AGENT).await,
+            "azp",
+        );
+        let ours = presented_id_token(&m, &k, |v| {
+            v["aud"] = json!([AGENT_AT_IDP, "other"]);
+            v["azp"] = json!(AGENT_AT_IDP);
+        });
+        assert!(c.verify_presented_id_token(&ours, AGENT).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn presented_access_token_is_accepted_from_the_mapped_client_only() {
+        let k = key("k1");
+        let m = mock(&[&k]).await;
+        let c = presenting_connector(&m, true);
+        let at = |edit: &dyn Fn(&mut Value)| {
+            let mut v = json!({
+                "iss": m.issuer, "sub": "user-123", "aud": "api://gatehouse",
+                "client_id": AGENT_AT_IDP, "exp": now() + 300, "iat": now(),
+            });
+            edit(&mut v);
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(k.kid.clone());
+            header.typ = Some("at+jwt".into());
+            jsonwebtoken::encode(&header, &v, &k.encoding).unwrap()
+        };
+        let good = at(&|_| {});
+        assert!(c.verify_presented_access_token(&good, AGENT).await.is_ok());
+        other_client(
+            c.verify_presented_access_token(&good, "another-client")
+                .await,
+            "not mapped",
+        );
+        let unnamed = at(&|v| {
+            v.as_object_mut().unwrap().remove("client_id");
+        });
+        other_client(
+            c.verify_presented_access_token(&unnamed, AGENT).await,
+            "which client",
+        );
+        let disagree = at(&|v| v["azp"] = json!("someone-else"));
+        other_client(
+            c.verify_presented_access_token(&disagree, AGENT).await,
+            "disagree",
+        );
+        let by_azp = at(&|v| {
+            v.as_object_mut().unwrap().remove("client_id");
+            v["azp"] = json!(AGENT_AT_IDP);
+        });
+        assert!(c
+            .verify_presented_access_token(&by_azp, AGENT)
+            .await
+            .is_ok());
+    }
+
+    #[test]
+    fn accepted_audiences_is_replaced_by_upstream_clients() {
+        let mut s = settings("https://idp.example.com");
+        s.accepted_audiences = vec!["agent".into()];
+        let e = OidcConnector::new("corp", None, s, |_| None).unwrap_err();
+        assert!(e.to_string().contains("upstream_clients"), "{e}");
     }
 }

@@ -94,6 +94,7 @@ pub fn assertion_audiences(tenant: &Tenant, endpoint: &str) -> Vec<String> {
 pub async fn token(
     State(app): State<AppState>,
     tenant: TenantCtx,
+    source: crate::http::SourceAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -101,7 +102,7 @@ pub async fn token(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match run(&app, &tenant, &headers, &body).await {
+    match run(&app, &tenant, &headers, &body, source).await {
         Ok(res) => res.into_response(),
         Err(e) => e.into_response(),
     }
@@ -112,6 +113,7 @@ async fn run(
     tenant: &Tenant,
     headers: &HeaderMap,
     body: &[u8],
+    source: crate::http::SourceAddr,
 ) -> OAuthResult<TokenResponse> {
     let params = parse_form(headers, body, &["resource"])?;
     let grant_type = params
@@ -137,7 +139,7 @@ async fn run(
             "this client may not use the {grant_type} grant"
         )));
     }
-    let result = grants::dispatch(app, tenant, &client, &grant_type, &params).await;
+    let result = grants::dispatch(app, tenant, &client, &grant_type, &params, source).await;
     if result.is_ok() {
         // Self-registered clients that never get a token expire by policy.
         crate::endpoints::register::note_client_used(app, &tenant.id, &client).await;

@@ -15,7 +15,7 @@ use crate::tenants::{ExchangeRule, Tenant};
 use crate::tokens::secret::{ct_eq, random_id};
 use crate::AppState;
 
-use super::token_exchange::{TYPE_ID_JAG, TYPE_ID_TOKEN};
+use super::token_exchange::{Refusal, TYPE_ID_JAG, TYPE_ID_TOKEN};
 
 pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
 /// Short-lived by design: it is redeemed at once.
@@ -76,36 +76,69 @@ pub(crate) async fn check_id_token(
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    note: &mut Refusal,
 ) -> OAuthResult<(String, Option<Value>)> {
     let iss = unverified_claim(token, "iss")
         .ok_or_else(|| OAuthError::invalid_request("subject_token is not an ID token"))?;
-    if ct_eq(&iss, &tenant.issuer) {
-        let claims = check_own_id_token(app, tenant, client, token)?;
-        let sub = claims["sub"].as_str().unwrap_or_default().to_string();
-        return Ok((sub, claims.get("auth_time").cloned()));
-    }
-    let connector = tenant
-        .connectors
-        .iter()
-        .find(|c| c.issues(&iss))
-        .ok_or_else(|| OAuthError::invalid_request("subject_token comes from an issuer that is neither this one nor one of its identity providers"))?;
-    let identity = connector
-        .verify_presented_id_token(token)
-        .await
-        .map_err(|e| refused_by(connector.as_ref(), e))?;
-    let subject = crate::tenants::identity::broker_subject(app, tenant, &identity).await?;
+    let subject = if ct_eq(&iss, &tenant.issuer) {
+        let claims = check_own_id_token(app, tenant, client, token, note)?;
+        claims["sub"].as_str().unwrap_or_default().to_string()
+    } else {
+        let connector = tenant
+            .connectors
+            .iter()
+            .find(|c| c.issues(&iss))
+            .ok_or_else(|| OAuthError::invalid_request("subject_token comes from an issuer that is neither this one nor one of its identity providers"))?;
+        let identity = connector
+            .verify_presented_id_token(token, &client.client_id)
+            .await
+            .map_err(|e| refused_by(connector.as_ref(), e, note))?;
+        crate::tenants::identity::broker_subject(app, tenant, &identity).await?
+    };
+    note.subject = Some(subject.clone());
+    check_not_revoked_since(app, tenant, &subject, token).await?;
     Ok((subject, unverified_claim_value(token, "auth_time")))
+}
+
+/// A token about the user issued before the user was revoked (by an
+/// administrator, or the upstream refusing them) is not exchanged: what it
+/// would yield was just ended. A token without `iat` counts as older.
+pub(crate) async fn check_not_revoked_since(
+    app: &AppState,
+    tenant: &Tenant,
+    subject: &str,
+    token: &str,
+) -> OAuthResult<()> {
+    let Some(revoked_at) = app.store.subject_revoked_at(&tenant.id, subject).await? else {
+        return Ok(());
+    };
+    let issued_at = unverified_claim_value(token, "iat")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(i64::MIN);
+    if issued_at <= revoked_at {
+        return Err(OAuthError::invalid_request(
+            "subject_token was issued before the user's access was revoked; the user must sign in again",
+        ));
+    }
+    Ok(())
 }
 
 /// A connector refused a presented subject token: say which and why.
 pub(crate) fn refused_by(
     connector: &dyn gatehouse_connectors::Connector,
     e: gatehouse_connectors::ConnectorError,
+    note: &mut Refusal,
 ) -> OAuthError {
-    OAuthError::invalid_request(format!(
+    let error = OAuthError::invalid_request(format!(
         "subject_token was refused by the '{}' identity provider check: {e}",
         connector.id()
-    ))
+    ));
+    match e {
+        gatehouse_connectors::ConnectorError::OtherClient(_) => {
+            note.foreign("subject_of_another_client", error)
+        }
+        _ => error,
+    }
 }
 
 fn unverified_claim_value(token: &str, name: &str) -> Option<Value> {
@@ -125,11 +158,14 @@ pub(crate) fn unverified_claim(token: &str, name: &str) -> Option<String> {
     unverified_claim_value(token, name).and_then(|v| v.as_str().map(str::to_string))
 }
 
+/// One of this tenant's ID tokens, issued to the client presenting it: its
+/// only audience (and `azp`, when present) is that client.
 fn check_own_id_token(
     app: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    note: &mut Refusal,
 ) -> OAuthResult<Value> {
     let claims: Value = tenant
         .keys
@@ -139,14 +175,17 @@ fn check_own_id_token(
                 "subject_token is not a valid, unexpired ID token of this issuer",
             )
         })?;
+    let is_client = |v: &Value| v.as_str().is_some_and(|a| ct_eq(a, &client.client_id));
     let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => a == &client.client_id,
-        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&client.client_id)),
-        _ => false,
+        Some(Value::Array(list)) => list.len() == 1 && is_client(&list[0]),
+        Some(one) => is_client(one),
+        None => false,
     };
-    if !aud_ok {
-        return Err(OAuthError::invalid_request(
-            "subject_token was issued to another client",
+    let azp_ok = claims.get("azp").is_none_or(is_client);
+    if !aud_ok || !azp_ok {
+        return Err(note.foreign(
+            "subject_of_another_client",
+            OAuthError::invalid_request("subject_token was issued to another client"),
         ));
     }
     if claims.get("sub").and_then(Value::as_str).is_none() {
@@ -160,6 +199,7 @@ pub async fn issue(
     tenant: &Tenant,
     client: &Client,
     params: &Params,
+    note: &mut Refusal,
 ) -> OAuthResult<TokenResponse> {
     if client.meta.is_public() {
         return Err(OAuthError::unauthorized_client(
@@ -172,7 +212,13 @@ pub async fn issue(
     check_subject_type(params)?;
     let audience = check_audience(params)?;
     let rule = check_policy(tenant, client, &audience)?;
-    let (subject, auth_time) = check_id_token(app, tenant, client, subject_token).await?;
+    if params.contains("actor_token") {
+        // The draft does not use actor tokens; none may ride along unchecked.
+        return Err(OAuthError::invalid_request(
+            "actor_token is not used when requesting an ID-JAG",
+        ));
+    }
+    let (subject, auth_time) = check_id_token(app, tenant, client, subject_token, note).await?;
     let resource = match params.get_all("resource").as_slice() {
         [] => None,
         [one] => Some(

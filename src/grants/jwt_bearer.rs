@@ -300,6 +300,17 @@ pub async fn grant(
             app.now(),
         )
         .await?;
+    // An assertion issued before the user was revoked here is refused.
+    if let Some(revoked_at) = app.store.subject_revoked_at(&tenant.id, &subject).await? {
+        if claims.iat.unwrap_or(i64::MIN) <= revoked_at {
+            return Err(invalid(
+                "it was issued before the user's access was revoked here",
+            ));
+        }
+    }
+    // The token hangs off a grant of the user's subject, so revoking the
+    // user ends it.
+    let grant_id = user_grant(app, tenant, client, &subject, &scope, &target).await?;
     let access = mint_access_token(
         app,
         tenant,
@@ -308,7 +319,7 @@ pub async fn grant(
             subject: &subject,
             scope: &scope,
             resource: &target,
-            grant_id: None,
+            grant_id: Some(&grant_id),
             auth_time: None,
             act: None,
             format: None,
@@ -326,4 +337,38 @@ pub async fn grant(
         serde_json::json!({"issuer": claims.iss, "resource": target}),
     );
     Ok(TokenResponse::bearer(access, &scope))
+}
+
+/// A grant of the enterprise user for the redeemed assertion, living as
+/// long as the access token it yields.
+async fn user_grant(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    subject: &str,
+    scope: &ScopeSet,
+    target: &str,
+) -> OAuthResult<String> {
+    let now = app.now();
+    let data = crate::tokens::GrantData {
+        scope: scope.to_string(),
+        resources: vec![target.to_string()],
+        auth_time: now,
+        sid: None,
+        user: Default::default(),
+        connector_id: None,
+    };
+    let grant = crate::store::GrantRecord {
+        id: crate::tokens::secret::random_id(),
+        tenant_id: tenant.id.clone(),
+        client_id: client.client_id.clone(),
+        subject: subject.to_string(),
+        data: serde_json::to_string(&data).map_err(|e| OAuthError::server_error(e.to_string()))?,
+        created_at: now,
+        expires_at: now + crate::tokens::access_token_ttl(tenant, client, target),
+        revoked_at: None,
+        parent_id: None,
+    };
+    app.store.create_grant(&grant).await?;
+    Ok(grant.id)
 }

@@ -32,11 +32,12 @@ pub async fn dispatch(
     client: &Client,
     grant_type: &str,
     params: &Params,
+    source: crate::http::SourceAddr,
 ) -> OAuthResult<TokenResponse> {
     match grant_type {
         GRANT_AUTHORIZATION_CODE => authorization_code::grant(app, tenant, client, params).await,
         GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params).await,
-        GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params).await,
+        GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params, source).await,
         GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
         GRANT_JWT_BEARER => jwt_bearer::grant(app, tenant, client, params).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials::grant(app, tenant, client, params).await,

@@ -5,13 +5,36 @@
 //! token, which puts it in the `act` chain (§4.1). The tenant's exchange
 //! policy says which clients may exchange which token types for which
 //! resources. Following §2.2.2, a subject or actor token that is invalid or
-//! unacceptable by policy is `invalid_request`; a bad target is
-//! `invalid_target`; a widened scope is `invalid_scope`.
+//! unacceptable by policy is `invalid_request` (the RFC's MUST, also for a
+//! token that belongs to another client); a bad target is `invalid_target`;
+//! a widened scope is `invalid_scope`. Every refusal is an
+//! `exchange_refused` security event.
+//!
+//! Whose tokens may be presented:
+//! * the actor token must have been issued to the calling client (its own
+//!   client_credentials token, or a token issued to it), unless an exchange
+//!   rule names the actor's client in `actors`;
+//! * a subject token that is another client's own machine token (`sub` =
+//!   `client_id`, not the caller) is refused: it represents that client,
+//!   not a user who delegated;
+//! * a subject token with `may_act` may only be exchanged by the party it
+//!   names, acting itself or through its own actor token;
+//! * an ID token or upstream access token must have been issued to the
+//!   calling client (own ID tokens: `aud`; upstream ones: the connector's
+//!   `upstream_clients` mapping), and is refused once the user was revoked
+//!   after it was issued.
+//!
+//! What an ID token or upstream token yields hangs off a grant of the user's
+//! broker subject, so revoking the user, the upstream refusing them at a
+//! re-check, and refresh-token reuse end it.
 
 use serde_json::{json, Value};
 
+use crate::audit::{SecurityEvent, Severity};
 use crate::endpoints::token::TokenResponse;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
+use crate::oauth::errors::ErrorCode;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
 use crate::oauth::resource;
@@ -34,6 +57,23 @@ pub const TYPE_ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 
 /// Subject and actor token types this server can verify itself.
 const VERIFIABLE_TYPES: [&str; 2] = [TYPE_ACCESS_TOKEN, TYPE_JWT];
+
+/// What a refusal is about, noted by the checks for its security event.
+#[derive(Default)]
+pub struct Refusal {
+    /// A presented token belongs to someone else (severity medium): why.
+    pub foreign: Option<&'static str>,
+    /// The user the subject token names, once known.
+    pub subject: Option<String>,
+}
+
+impl Refusal {
+    /// Notes that a presented token belongs to someone else; returns `e`.
+    pub fn foreign(&mut self, why: &'static str, e: OAuthError) -> OAuthError {
+        self.foreign = Some(why);
+        e
+    }
+}
 
 /// A validated exchange request, filled in by the checks below in order.
 struct Exchange {
@@ -130,12 +170,12 @@ fn check_target(params: &Params, tenant: &Tenant) -> OAuthResult<String> {
 }
 
 /// The tenant's exchange policy: some rule must allow this client, this
-/// subject token type and this target.
+/// subject token type and this target. Returns every rule that does.
 fn check_policy<'t>(
     tenant: &'t Tenant,
     client: &Client,
     ex: &Exchange,
-) -> OAuthResult<&'t ExchangeRule> {
+) -> OAuthResult<Vec<&'t ExchangeRule>> {
     let for_client: Vec<&ExchangeRule> = tenant
         .settings
         .token_exchange
@@ -161,25 +201,76 @@ fn check_policy<'t>(
             "the exchange policy does not allow this subject_token_type for this client",
         ));
     }
-    let rule = for_type
+    let for_target: Vec<&ExchangeRule> = for_type
         .into_iter()
-        .find(|r| {
+        .filter(|r| {
             r.resources
                 .iter()
                 .any(|res| res == "*" || resource::same_resource(res, &ex.target))
         })
-        .ok_or_else(|| {
-            OAuthError::invalid_target(format!(
-                "the exchange policy does not allow tokens for '{}' to this client",
-                ex.target
-            ))
-        })?;
-    if ex.requested_type == TYPE_REFRESH_TOKEN && !rule.allow_refresh_token {
+        .collect();
+    if for_target.is_empty() {
+        return Err(OAuthError::invalid_target(format!(
+            "the exchange policy does not allow tokens for '{}' to this client",
+            ex.target
+        )));
+    }
+    if ex.requested_type != TYPE_REFRESH_TOKEN {
+        return Ok(for_target);
+    }
+    let refreshable: Vec<&ExchangeRule> = for_target
+        .into_iter()
+        .filter(|r| r.allow_refresh_token)
+        .collect();
+    if refreshable.is_empty() {
         return Err(OAuthError::invalid_request(
             "the exchange policy does not allow issuing a refresh token",
         ));
     }
-    Ok(rule)
+    Ok(refreshable)
+}
+
+/// The actor token must represent the calling client: issued to it (its own
+/// client_credentials token, or a token it obtained), unless a rule that
+/// allows this exchange names the actor's client in `actors`.
+fn check_actor(
+    client: &Client,
+    actor: &AccessClaims,
+    rules: &[&ExchangeRule],
+    note: &mut Refusal,
+) -> OAuthResult<()> {
+    if ct_eq(&actor.client_id, &client.client_id)
+        || rules
+            .iter()
+            .any(|r| r.actors.iter().any(|a| ct_eq(a, &actor.client_id)))
+    {
+        return Ok(());
+    }
+    Err(note.foreign(
+        "actor_of_another_client",
+        OAuthError::invalid_request(
+            "actor_token was issued to another client: present a token issued to this client, or ask the administrator to name that client in the exchange rule's actors",
+        ),
+    ))
+}
+
+/// A subject token that is another client's own token (a client acting for
+/// itself: `sub` is its `client_id`) stands for that client, not for a user
+/// who delegated: only that client may exchange it.
+fn check_subject_is_not_another_client(
+    client: &Client,
+    subject: &AccessClaims,
+    note: &mut Refusal,
+) -> OAuthResult<()> {
+    if subject.sub == subject.client_id && !ct_eq(&subject.client_id, &client.client_id) {
+        return Err(note.foreign(
+            "subject_of_another_client",
+            OAuthError::invalid_request(
+                "subject_token is another client's own token; only that client may exchange it",
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn verified(
@@ -197,26 +288,30 @@ async fn verified(
 }
 
 /// An ID token as the subject (this tenant's own, issued to this client, or
-/// one from an upstream provider of a connector, verified against its keys).
+/// one from an upstream provider of a connector, issued to a client the
+/// connector maps to this one, verified against its keys).
 async fn id_token_subject(
     app: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
     target: &str,
-) -> OAuthResult<AccessClaims> {
-    let (sub, auth_time) = super::id_jag::check_id_token(app, tenant, client, token).await?;
+    note: &mut Refusal,
+) -> OAuthResult<(AccessClaims, Option<String>)> {
+    let (sub, auth_time) = super::id_jag::check_id_token(app, tenant, client, token, note).await?;
+    // The claims the connector reported at the user's latest sign-in, and
+    // the connector the user's grants rest on.
+    let stored = app.store.get_identity_by_subject(&tenant.id, &sub).await?;
+    let connector_id = stored.as_ref().map(|rec| rec.connector_id.clone());
     let copied = if tenant.settings.access_token_claims.is_empty() {
         Default::default()
     } else {
-        // The claims the connector reported at the user's latest sign-in.
-        let stored = app.store.get_identity_by_subject(&tenant.id, &sub).await?;
         let user: UserClaims = stored
             .and_then(|rec| serde_json::from_str(&rec.claims).ok())
             .unwrap_or_default();
         copied_claims(tenant, &user)
     };
-    Ok(upstream_subject_claims(
+    let claims = upstream_subject_claims(
         app,
         tenant,
         client,
@@ -226,7 +321,8 @@ async fn id_token_subject(
             copied,
         },
         target,
-    ))
+    );
+    Ok((claims, connector_id))
 }
 
 /// An access token as the subject: one this tenant issued, or a JWT access
@@ -238,9 +334,10 @@ async fn access_token_subject(
     client: &Client,
     token: &str,
     target: &str,
-) -> OAuthResult<AccessClaims> {
+    note: &mut Refusal,
+) -> OAuthResult<(AccessClaims, Option<String>)> {
     if let Inspected::Active(claims) = inspect_access_token(app, tenant, token).await? {
-        return Ok(*claims);
+        return Ok((*claims, None));
     }
     let issuer = super::id_jag::unverified_claim(token, "iss");
     let connector = issuer.as_deref().and_then(|iss| {
@@ -255,12 +352,13 @@ async fn access_token_subject(
         ));
     };
     let identity = connector
-        .verify_presented_access_token(token)
+        .verify_presented_access_token(token, &client.client_id)
         .await
-        .map_err(|e| super::id_jag::refused_by(connector.as_ref(), e))?;
+        .map_err(|e| super::id_jag::refused_by(connector.as_ref(), e, note))?;
     let sub = crate::tenants::identity::broker_subject(app, tenant, &identity).await?;
+    super::id_jag::check_not_revoked_since(app, tenant, &sub, token).await?;
     let copied = copied_claims(tenant, &crate::tenants::identity::user_claims(&identity));
-    Ok(upstream_subject_claims(
+    let claims = upstream_subject_claims(
         app,
         tenant,
         client,
@@ -270,7 +368,8 @@ async fn access_token_subject(
             copied,
         },
         target,
-    ))
+    );
+    Ok((claims, Some(identity.connector_id)))
 }
 
 /// Who an ID token or upstream access token names.
@@ -313,25 +412,48 @@ fn upstream_subject_claims(
 }
 
 /// RFC 8693 §4.4: when the subject token names who may act for it, the
-/// actor must be that party.
+/// party becoming the actor must be that one: the actor token's party, or,
+/// without an actor token, the calling client itself (which would otherwise
+/// act for the subject unnamed). A `may_act` this server cannot read
+/// (not an object, no string `sub` or `client_id`) allows nobody.
 fn check_may_act(subject: &AccessClaims, actor: &AccessClaims) -> OAuthResult<()> {
     let Some(may_act) = &subject.may_act else {
         return Ok(());
     };
-    let sub_ok = may_act
-        .get("sub")
-        .and_then(Value::as_str)
-        .is_none_or(|s| s == actor.sub);
-    let client_ok = may_act
-        .get("client_id")
-        .and_then(Value::as_str)
-        .is_none_or(|c| c == actor.client_id);
-    if sub_ok && client_ok {
+    let refused = || {
+        OAuthError::invalid_request("the actor is not allowed to act for this subject (may_act)")
+    };
+    let Some(named) = may_act.as_object() else {
+        return Err(refused());
+    };
+    let member = |name: &str, actual: &str| match named.get(name) {
+        None => Ok(false),
+        Some(Value::String(s)) if ct_eq(s, actual) => Ok(true),
+        Some(_) => Err(refused()),
+    };
+    let sub_named = member("sub", &actor.sub)?;
+    let client_named = member("client_id", &actor.client_id)?;
+    if !named.contains_key("sub") && !named.contains_key("client_id") {
+        return Err(refused());
+    }
+    if (sub_named || !named.contains_key("sub"))
+        && (client_named || !named.contains_key("client_id"))
+    {
         Ok(())
     } else {
-        Err(OAuthError::invalid_request(
-            "the actor is not allowed to act for this subject (may_act)",
-        ))
+        Err(refused())
+    }
+}
+
+/// The calling client as the party acting for itself (no actor token).
+fn client_as_actor(client: &Client, subject: &AccessClaims) -> AccessClaims {
+    AccessClaims {
+        sub: client.client_id.clone(),
+        client_id: client.client_id.clone(),
+        act: None,
+        may_act: None,
+        copied: Default::default(),
+        ..subject.clone()
     }
 }
 
@@ -371,10 +493,64 @@ pub async fn grant(
     tenant: &Tenant,
     client: &Client,
     params: &Params,
+    source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
-    if params.get("requested_token_type") == Some(TYPE_ID_JAG) {
-        return super::id_jag::issue(app, tenant, client, params).await;
+    let mut note = Refusal::default();
+    let result = if params.get("requested_token_type") == Some(TYPE_ID_JAG) {
+        super::id_jag::issue(app, tenant, client, params, &mut note).await
+    } else {
+        exchange(app, tenant, client, params, &mut note).await
+    };
+    if let Err(e) = &result {
+        report_refusal(app, tenant, client, source, &note, e);
     }
+    result
+}
+
+/// An `exchange_refused` security event: low, or medium when a presented
+/// token belongs to someone else. Server-side failures are not refusals.
+fn report_refusal(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    source: SourceAddr,
+    note: &Refusal,
+    e: &OAuthError,
+) {
+    if matches!(
+        e.code,
+        ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
+    ) {
+        return;
+    }
+    app.audit.security(
+        tenant,
+        SecurityEvent {
+            kind: "exchange_refused",
+            severity: if note.foreign.is_some() {
+                Severity::Medium
+            } else {
+                Severity::Low
+            },
+            client_id: Some(&client.client_id),
+            subject: note.subject.as_deref(),
+            source: Some(source),
+            detail: json!({
+                "error": e.code.as_str(),
+                "reason": note.foreign.unwrap_or(e.code.as_str()),
+                "description": e.description,
+            }),
+        },
+    );
+}
+
+async fn exchange(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &Params,
+    note: &mut Refusal,
+) -> OAuthResult<TokenResponse> {
     check_client_is_confidential(client)?;
     let subject_token = params
         .get("subject_token")
@@ -386,31 +562,53 @@ pub async fn grant(
         requested_type,
         target,
     };
-    check_policy(tenant, client, &ex)?;
+    let rules = check_policy(tenant, client, &ex)?;
 
-    let subject = if ex.subject_type == TYPE_ID_TOKEN {
-        id_token_subject(app, tenant, client, subject_token, &ex.target).await?
+    // `upstream`: the subject is an ID token or an upstream access token,
+    // which names the user but belongs to no grant here; the connector the
+    // user's grants rest on, if known.
+    let (subject, upstream) = if ex.subject_type == TYPE_ID_TOKEN {
+        let (claims, connector) =
+            id_token_subject(app, tenant, client, subject_token, &ex.target, note).await?;
+        (claims, Some(connector))
     } else {
-        access_token_subject(app, tenant, client, subject_token, &ex.target).await?
+        let (claims, connector) =
+            access_token_subject(app, tenant, client, subject_token, &ex.target, note).await?;
+        let upstream = claims.jti.is_empty().then_some(connector);
+        (claims, upstream)
     };
+    note.subject = Some(subject.sub.clone());
+    check_subject_is_not_another_client(client, &subject, note)?;
     let act = match params.get("actor_token") {
         Some(actor_token) => {
             let actor = verified(app, tenant, actor_token, "actor_token").await?;
-            check_may_act(&subject, &actor)?;
+            check_actor(client, &actor, &rules, note)?;
+            check_may_act(&subject, &actor).map_err(|e| note.foreign("actor_not_in_may_act", e))?;
             Some(actor_claim(&actor, subject.act.as_ref()))
         }
-        None => subject.act.clone(),
+        None => {
+            check_may_act(&subject, &client_as_actor(client, &subject))
+                .map_err(|e| note.foreign("client_not_in_may_act", e))?;
+            subject.act.clone()
+        }
     };
     let scope = check_scope(params, tenant, &subject, &ex.target)?;
     // Derived tokens hang off the subject's grant: revoking the user's
-    // authorization also revokes what agents obtained from it.
-    let grant_id = if subject.jti.is_empty() {
-        None
-    } else {
-        app.store
-            .access_token_grant_id(&tenant.id, &subject.jti)
-            .await?
+    // authorization also revokes what agents obtained from it. A subject
+    // from an ID or upstream token gets a grant of its own, of the user's
+    // broker subject, resting on the user's connector: revoking the user,
+    // the upstream refusing them and refresh reuse end it.
+    let (grant_id, connector_id) = match upstream {
+        Some(connector_id) => (None, connector_id),
+        None if subject.jti.is_empty() => (None, None),
+        None => (
+            app.store
+                .access_token_grant_id(&tenant.id, &subject.jti)
+                .await?,
+            None,
+        ),
     };
+    let from_upstream = subject.jti.is_empty();
 
     if ex.requested_type == TYPE_REFRESH_TOKEN {
         let response = issue_refresh(
@@ -421,6 +619,7 @@ pub async fn grant(
             &scope,
             &ex.target,
             grant_id.as_deref(),
+            connector_id,
         )
         .await?;
         app.audit.record(
@@ -434,6 +633,27 @@ pub async fn grant(
         );
         return Ok(response);
     }
+    let grant_id = if from_upstream {
+        let ttl = crate::tokens::access_token_ttl(tenant, client, &ex.target);
+        Some(
+            create_exchange_grant(
+                app,
+                tenant,
+                client,
+                &subject,
+                &scope,
+                &ex.target,
+                ExchangeGrant {
+                    parent: None,
+                    connector_id,
+                    expires_at: app.now() + ttl,
+                },
+            )
+            .await?,
+        )
+    } else {
+        grant_id
+    };
     let access = mint_access_token(
         app,
         tenant,
@@ -469,9 +689,52 @@ pub async fn grant(
     })
 }
 
+/// Where an exchange grant hangs and how long it lives.
+struct ExchangeGrant {
+    parent: Option<String>,
+    connector_id: Option<String>,
+    expires_at: i64,
+}
+
+/// A grant of the subject for this client and target: the unit the
+/// exchanged tokens are revoked with.
+async fn create_exchange_grant(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    subject: &AccessClaims,
+    scope: &ScopeSet,
+    target: &str,
+    how: ExchangeGrant,
+) -> OAuthResult<String> {
+    let now = app.now();
+    let data = GrantData {
+        scope: scope.to_string(),
+        resources: vec![target.to_string()],
+        auth_time: subject.auth_time.unwrap_or(now),
+        sid: None,
+        user: Default::default(),
+        connector_id: how.connector_id,
+    };
+    let grant = GrantRecord {
+        id: random_id(),
+        tenant_id: tenant.id.clone(),
+        client_id: client.client_id.clone(),
+        subject: subject.sub.clone(),
+        data: serde_json::to_string(&data).map_err(|e| OAuthError::server_error(e.to_string()))?,
+        created_at: now,
+        expires_at: how.expires_at,
+        revoked_at: None,
+        parent_id: how.parent,
+    };
+    app.store.create_grant(&grant).await?;
+    Ok(grant.id)
+}
+
 /// requested_token_type=refresh_token: a new grant for this client, whose
 /// refresh token is the issued token (RFC 8693 §2.2.1 carries it in
 /// `access_token`, with token_type N_A).
+#[allow(clippy::too_many_arguments)]
 async fn issue_refresh(
     app: &AppState,
     tenant: &Tenant,
@@ -480,6 +743,7 @@ async fn issue_refresh(
     scope: &ScopeSet,
     target: &str,
     parent_grant: Option<&str>,
+    connector_id: Option<String>,
 ) -> OAuthResult<TokenResponse> {
     let now = app.now();
     // The derived grant is a child of the user's: it is revoked with it and
@@ -489,39 +753,36 @@ async fn issue_refresh(
         None => None,
     };
     let parent_expires = parent.as_ref().map(|g| g.expires_at);
-    // It rests on the same upstream session as the user's grant.
+    // It rests on the same upstream session as the user's grant (or, from
+    // an ID or upstream token, on the user's connector).
     let connector_id = parent
         .and_then(|g| serde_json::from_str::<GrantData>(&g.data).ok())
-        .and_then(|d| d.connector_id);
+        .and_then(|d| d.connector_id)
+        .or(connector_id);
     let ttl = client
         .meta
         .refresh_token_ttl
         .unwrap_or(tenant.policy().refresh_token_ttl);
-    let data = GrantData {
-        scope: scope.to_string(),
-        resources: vec![target.to_string()],
-        auth_time: subject.auth_time.unwrap_or(now),
-        sid: None,
-        user: Default::default(),
-        connector_id,
-    };
-    let grant = GrantRecord {
-        id: random_id(),
-        tenant_id: tenant.id.clone(),
-        client_id: client.client_id.clone(),
-        subject: subject.sub.clone(),
-        data: serde_json::to_string(&data).map_err(|e| OAuthError::server_error(e.to_string()))?,
-        created_at: now,
-        expires_at: parent_expires.map_or(now + ttl, |p| p.min(now + ttl)),
-        revoked_at: None,
-        parent_id: parent_grant.map(str::to_string),
-    };
-    app.store.create_grant(&grant).await?;
-    let refresh = super::refresh_token::issue_refresh_token(app, tenant, client, &grant.id).await?;
+    let grant_id = create_exchange_grant(
+        app,
+        tenant,
+        client,
+        subject,
+        scope,
+        target,
+        ExchangeGrant {
+            parent: parent_grant.map(str::to_string),
+            connector_id,
+            expires_at: parent_expires.map_or(now + ttl, |p| p.min(now + ttl)),
+        },
+    )
+    .await?;
+    let expires_at = parent_expires.map_or(now + ttl, |p| p.min(now + ttl));
+    let refresh = super::refresh_token::issue_refresh_token(app, tenant, client, &grant_id).await?;
     Ok(TokenResponse {
         access_token: refresh,
         token_type: "N_A",
-        expires_in: grant.expires_at - now,
+        expires_in: expires_at - now,
         scope: scope.to_string(),
         refresh_token: None,
         id_token: None,
@@ -576,5 +837,97 @@ mod tests {
         let act = actor_claim(&claims("second", "second"), Some(&prior));
         assert_eq!(act["sub"], "second");
         assert_eq!(act["act"]["sub"], "first");
+    }
+
+    #[test]
+    fn may_act_that_cannot_be_read_allows_nobody() {
+        for may_act in [
+            json!({}),
+            json!("agent"),
+            json!({"sub": 7}),
+            json!({"email": "a@b"}),
+        ] {
+            let mut subject = claims("user", "app");
+            subject.may_act = Some(may_act.clone());
+            assert!(
+                check_may_act(&subject, &claims("agent", "agent")).is_err(),
+                "{may_act}"
+            );
+        }
+    }
+
+    #[test]
+    fn may_act_binds_the_client_acting_without_an_actor_token() {
+        let mut subject = claims("user", "app");
+        subject.may_act = Some(json!({"sub": "agent", "client_id": "agent"}));
+        let acting = |id: &str| AccessClaims {
+            sub: id.into(),
+            client_id: id.into(),
+            ..claims("user", "app")
+        };
+        assert!(check_may_act(&subject, &acting("agent")).is_ok());
+        assert!(check_may_act(&subject, &acting("other")).is_err());
+    }
+
+    fn rule(actors: &[&str]) -> ExchangeRule {
+        ExchangeRule {
+            clients: vec!["agent".into()],
+            subject_token_types: vec![TYPE_ACCESS_TOKEN.into()],
+            resources: vec!["*".into()],
+            allow_refresh_token: false,
+            audiences: vec![],
+            target_client_id: None,
+            actors: actors.iter().map(|a| a.to_string()).collect(),
+            may_act_for: vec![],
+        }
+    }
+
+    fn client(id: &str) -> Client {
+        Client::from_record(crate::store::ClientRecord {
+            tenant_id: "default".into(),
+            client_id: id.into(),
+            secret_hash: None,
+            metadata: r#"{"token_endpoint_auth_method":"client_secret_basic"}"#.into(),
+            source: "config".into(),
+            created_at: 0,
+            updated_at: 0,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn actor_must_be_the_calling_client_unless_a_rule_names_it() {
+        let mut note = Refusal::default();
+        let agent = client("agent");
+        let none = rule(&[]);
+        assert!(check_actor(&agent, &claims("agent", "agent"), &[&none], &mut note).is_ok());
+        let err =
+            check_actor(&agent, &claims("service", "service"), &[&none], &mut note).unwrap_err();
+        assert_eq!(err.code.as_str(), "invalid_request");
+        assert_eq!(note.foreign, Some("actor_of_another_client"));
+        let named = rule(&["service"]);
+        let mut note = Refusal::default();
+        assert!(check_actor(&agent, &claims("service", "service"), &[&named], &mut note).is_ok());
+        assert!(note.foreign.is_none());
+    }
+
+    #[test]
+    fn another_clients_own_token_is_not_a_subject() {
+        let agent = client("agent");
+        let mut note = Refusal::default();
+        assert!(
+            check_subject_is_not_another_client(&agent, &claims("user", "app"), &mut note).is_ok()
+        );
+        assert!(
+            check_subject_is_not_another_client(&agent, &claims("agent", "agent"), &mut note)
+                .is_ok()
+        );
+        assert!(check_subject_is_not_another_client(
+            &agent,
+            &claims("service", "service"),
+            &mut note
+        )
+        .is_err());
+        assert_eq!(note.foreign, Some("subject_of_another_client"));
     }
 }

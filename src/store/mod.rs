@@ -323,6 +323,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_grant(&self, g: &GrantRecord) -> StoreResult<()>;
     async fn get_grant(&self, id: &str) -> StoreResult<Option<GrantRecord>>;
     async fn revoke_grant(&self, id: &str, now: i64) -> StoreResult<()>;
+    /// Revokes every grant of a broker subject (with their tokens and
+    /// derived grants) and records when, so that tokens about the user
+    /// issued before then are refused as exchange subjects. Returns the
+    /// number of the subject's own grants that were still active.
+    async fn revoke_subject(&self, tenant_id: &str, subject: &str, now: i64) -> StoreResult<u64>;
+    /// When the subject was last revoked, if ever.
+    async fn subject_revoked_at(&self, tenant_id: &str, subject: &str) -> StoreResult<Option<i64>>;
     async fn redeem_code(
         &self,
         tenant_id: &str,

@@ -674,6 +674,43 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn revoke_subject(&self, tenant_id: &str, subject: &str, now: i64) -> StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE identities SET revoked_at = $3 WHERE tenant_id = $1 AND subject = $2")
+                    .bind(tenant_id)
+                    .bind(subject)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = sqlx::query(
+                    "SELECT id FROM grants WHERE tenant_id = $1 AND subject = $2 AND revoked_at IS NULL",
+                )
+                .bind(tenant_id)
+                .bind(subject)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut count = 0u64;
+                for row in rows {
+                    let id: String = get!(row, "id");
+                    Self::revoke_grant_in(&mut tx, &id, now).await?;
+                    count += 1;
+                }
+                tx.commit().await?;
+                Ok(count)
+            }
+
+            async fn subject_revoked_at(&self, tenant_id: &str, subject: &str) -> StoreResult<Option<i64>> {
+                let row = sqlx::query("SELECT revoked_at FROM identities WHERE tenant_id = $1 AND subject = $2")
+                    .bind(tenant_id)
+                    .bind(subject)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => get!(row, "revoked_at"),
+                    None => None,
+                })
+            }
+
             async fn redeem_code(&self, tenant_id: &str, code_hash: &str, now: i64) -> StoreResult<CodeRedemption> {
                 let mut tx = self.pool.begin().await?;
                 // The conditional update is the single-use guarantee: of two

@@ -46,6 +46,8 @@ pub async fn broker_subject(
 /// when the user was last re-checked with it. Every grant of the subject
 /// from that connector shares it, so the upstream is asked at most once per
 /// interval per user, and a rotated upstream refresh token reaches them all.
+/// When the upstream refuses the user, every grant of the subject is revoked
+/// at once (see [`recheck_upstream`]).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct UpstreamBinding {
     pub connector_id: String,
@@ -100,8 +102,8 @@ pub async fn remember_upstream_session(
 /// there is nothing to ask, or the upstream still accepts the user): if the
 /// subject's upstream session is due for a check (older than the
 /// connector's `upstream_check_interval`), asks the upstream with the kept
-/// refresh token. A refusal is remembered, so every other grant of the
-/// subject fails too, and answers `invalid_grant`; an upstream that cannot
+/// refresh token. A refusal is remembered and revokes every grant of the
+/// subject (with their tokens and derived grants), and answers `invalid_grant`; an upstream that cannot
 /// answer gives `temporarily_unavailable`, and nothing is spent.
 pub async fn recheck_upstream(
     app: &AppState,
@@ -188,6 +190,10 @@ pub async fn recheck_upstream(
         Err(e @ (ConnectorError::Refused(_) | ConnectorError::InvalidToken(_))) => {
             binding.refused_at = Some(now);
             save(app, tenant, subject, &binding).await?;
+            // Every grant of the user ends now, with its access tokens and
+            // what agents derived from it (exchanged ID and upstream tokens
+            // included), not only the one being refreshed.
+            let ended = app.store.revoke_subject(&tenant.id, subject, now).await?;
             app.audit.record(
                 tenant,
                 "upstream_recheck",
@@ -195,7 +201,7 @@ pub async fn recheck_upstream(
                 None,
                 Some(subject),
                 None,
-                serde_json::json!({"connector": connector_id, "reason": e.reason(), "detail": e.to_string()}),
+                serde_json::json!({"connector": connector_id, "reason": e.reason(), "detail": e.to_string(), "grants_revoked": ended}),
             );
             Err(refused())
         }

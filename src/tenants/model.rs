@@ -233,6 +233,30 @@ pub struct ExchangeRule {
     /// `client_id`); default: the same id as here.
     #[serde(default)]
     pub target_client_id: Option<String>,
+    /// Clients whose access tokens these clients may present as
+    /// `actor_token`, besides their own (never "*"). By default a client may
+    /// only present a token issued to itself as the actor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<String>,
+    /// Clients whose access tokens carry `may_act` (RFC 8693 §4.4) naming
+    /// this rule's one client: only it may then exchange them, or act for
+    /// them with its own actor token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_act_for: Vec<String>,
+}
+
+/// The `may_act` claim of access tokens issued to `client_id`: the one
+/// client an exchange rule names for it in `may_act_for`, as RFC 8693 §4.4
+/// identifies a party (`sub`, which for a client acting for itself is its
+/// client id, and `client_id`). Config validation keeps it to one rule.
+pub fn may_act_claim(rules: &[ExchangeRule], client_id: &str) -> Option<serde_json::Value> {
+    let rule = rules
+        .iter()
+        .find(|r| r.may_act_for.iter().any(|c| c == client_id))?;
+    match rule.clients.as_slice() {
+        [actor] if actor != "*" => Some(serde_json::json!({"sub": actor, "client_id": actor})),
+        _ => None,
+    }
 }
 
 /// An issuer whose Identity Assertion JWT Authorization Grants (ID-JAG) this

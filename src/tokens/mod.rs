@@ -160,7 +160,10 @@ pub async fn mint_access_token(
         exp: now + ttl,
         auth_time: spec.auth_time,
         act: spec.act.clone(),
-        may_act: None,
+        may_act: crate::tenants::may_act_claim(
+            &tenant.settings.token_exchange,
+            &spec.client.client_id,
+        ),
         copied: spec.copied,
     };
     let mut record = AccessTokenRecord {
