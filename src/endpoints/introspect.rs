@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::token::{assertion_audiences, parse_form};
+use super::token::parse_form;
 use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::resource;
@@ -38,20 +38,38 @@ pub async fn introspect(
     }
 }
 
-/// A caller restricted to some resources (a resource server registered with
-/// `resources = [...]`) learns only about tokens meant for those resources;
-/// an unrestricted confidential client may introspect any token of the tenant.
-fn may_see(caller: &Client, aud: &str) -> bool {
-    match &caller.meta.resources {
-        None => true,
-        Some(list) => list.iter().any(|r| resource::same_resource(r, aud)),
-    }
+/// RFC 7662 §4: the server must not become an oracle for token holders. A
+/// caller learns about an access token only when the token was issued to
+/// it, or its audience is a resource the caller is registered for (an MCP
+/// server configured with `resources = [...]`), or an administrator marked
+/// the caller `introspect_any` (never a self-registered client). A client
+/// with no `resources` list is not thereby allowed every audience.
+fn may_see(caller: &Client, token: &AccessClaims) -> bool {
+    check_issued_to_caller(caller, token)
+        || check_audience_is_callers_resource(caller, token)
+        || check_introspects_any(caller)
+}
+
+fn check_issued_to_caller(caller: &Client, token: &AccessClaims) -> bool {
+    ct_eq(&token.client_id, &caller.client_id)
+}
+
+fn check_audience_is_callers_resource(caller: &Client, token: &AccessClaims) -> bool {
+    caller
+        .meta
+        .resources
+        .as_ref()
+        .is_some_and(|list| list.iter().any(|r| resource::same_resource(r, &token.aud)))
+}
+
+fn check_introspects_any(caller: &Client) -> bool {
+    caller.meta.introspect_any && !caller.meta.dynamic
 }
 
 /// RFC 7662 §2.2 answer for an active access token, or inactive when the
 /// caller may not learn about tokens for its audience.
 fn access_token_answer(caller: &Client, c: &AccessClaims) -> serde_json::Value {
-    if !may_see(caller, &c.aud) {
+    if !may_see(caller, c) {
         return json!({ "active": false });
     }
     let mut answer = json!({
@@ -86,14 +104,7 @@ async fn run(
     body: &[u8],
 ) -> OAuthResult<serde_json::Value> {
     let params = parse_form(headers, body, &[])?;
-    let caller = client_auth::authenticate(
-        app,
-        tenant,
-        headers,
-        &params,
-        &assertion_audiences(tenant, "/introspect"),
-    )
-    .await?;
+    let caller = client_auth::authenticate(app, tenant, headers, &params).await?;
     if caller.meta.is_public() {
         return Err(OAuthError::invalid_client(
             "introspection requires an authenticated confidential client",

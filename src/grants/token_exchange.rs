@@ -11,6 +11,7 @@
 use serde_json::{json, Value};
 
 use crate::endpoints::token::TokenResponse;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
@@ -371,6 +372,7 @@ pub async fn grant(
     tenant: &Tenant,
     client: &Client,
     params: &Params,
+    source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
     if params.get("requested_token_type") == Some(TYPE_ID_JAG) {
         return super::id_jag::issue(app, tenant, client, params).await;
@@ -402,6 +404,19 @@ pub async fn grant(
         None => subject.act.clone(),
     };
     let scope = check_scope(params, tenant, &subject, &ex.target)?;
+    // A subject that is a client, not a person (e.g. a client_credentials
+    // token): no user is involved, so the machine-grant rule decides.
+    super::check_machine_subject(
+        app,
+        tenant,
+        client,
+        GRANT_TOKEN_EXCHANGE,
+        &subject.sub,
+        &ex.target,
+        &scope,
+        source,
+    )
+    .await?;
     // Derived tokens hang off the subject's grant: revoking the user's
     // authorization also revokes what agents obtained from it.
     let grant_id = if subject.jti.is_empty() {
