@@ -569,6 +569,51 @@ pub fn normalize_public_url(s: &str) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
+    const RS: &str =
+        "[[tenants.resources]]\nuri = \"https://mcp.example.com/mcp\"\nscopes = [\"mcp:read\"]\n";
+
+    fn machine(policy: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(
+            &format!("[[tenants]]\nid = \"default\"\n{RS}[tenants.registration.machine_clients]\n{policy}\n"),
+            "x.toml",
+        )
+    }
+
+    #[test]
+    fn machine_client_policy_is_checked_at_load() {
+        assert!(
+            machine("resources = [\"https://mcp.example.com/mcp\"]\nscopes = [\"mcp:read\"]")
+                .is_ok()
+        );
+        assert!(machine("require_initial_access_token = true").is_ok());
+        for (policy, named) in [
+            ("", "resources"),
+            ("resources = []", "resources"),
+            (
+                "resources = [\"https://other.example.com/mcp\"]",
+                "resources[0]",
+            ),
+            (
+                "resources = [\"https://mcp.example.com/mcp\"]\nscopes = [\"mcp:write\"]",
+                "scopes[0]",
+            ),
+            ("require_initial_access_token = true\nscopes = []", "scopes"),
+        ] {
+            let err = machine(policy).unwrap_err().0;
+            assert!(
+                err.contains("registration") && err.contains(&format!("machine_clients.{named}")),
+                "{policy}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn introspect_any_is_for_confidential_admin_clients() {
+        let text = "[[tenants]]\nid = \"default\"\n[[tenants.clients]]\nclient_id = \"c\"\nredirect_uris = [\"http://127.0.0.1/cb\"]\nintrospect_any = true\n";
+        let err = FileConfig::parse(text, "x.toml").unwrap_err();
+        assert!(err.0.contains("introspect_any"), "{}", err.0);
+    }
+
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let err =

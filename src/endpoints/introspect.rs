@@ -1,5 +1,6 @@
 //! POST /introspect (RFC 7662). Callers must authenticate as a confidential
-//! client of the same tenant; resource servers are registered as such.
+//! client of the same tenant; resource servers are registered as such, and
+//! each learns only about the tokens it has a reason to see (`may_see`).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -152,4 +153,79 @@ async fn run(
         }
     }
     Ok(json!({ "active": false }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::{AuthMethod, ClientMetadata};
+
+    fn caller(id: &str, resources: Option<&[&str]>, dynamic: bool, any: bool) -> Client {
+        Client {
+            tenant_id: "t".into(),
+            client_id: id.into(),
+            secret_hash: None,
+            meta: ClientMetadata {
+                client_name: None,
+                redirect_uris: vec![],
+                grant_types: vec!["client_credentials".into()],
+                token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+                jwks: None,
+                jwks_uri: None,
+                resources: resources.map(|r| r.iter().map(|s| s.to_string()).collect()),
+                scopes: None,
+                default_scopes: None,
+                access_token_format: Default::default(),
+                access_token_ttl: None,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                dynamic,
+                initial_access_token: false,
+                introspect_any: any,
+            },
+            source: String::new(),
+        }
+    }
+
+    fn token(client_id: &str, aud: &str) -> AccessClaims {
+        AccessClaims {
+            iss: "https://as".into(),
+            sub: "user".into(),
+            aud: aud.into(),
+            client_id: client_id.into(),
+            scope: "mcp:read".into(),
+            jti: "j".into(),
+            iat: 0,
+            exp: 10,
+            auth_time: None,
+            act: None,
+            may_act: None,
+            copied: Default::default(),
+        }
+    }
+
+    const RS: &str = "https://mcp.example.com/mcp";
+
+    #[test]
+    fn an_unrestricted_client_sees_only_its_own_tokens() {
+        let c = caller("svc", None, false, false);
+        assert!(may_see(&c, &token("svc", RS)));
+        assert!(!may_see(&c, &token("app", RS)));
+    }
+
+    #[test]
+    fn a_resource_server_sees_tokens_for_its_resources() {
+        let c = caller("rs", Some(&[RS]), false, false);
+        assert!(may_see(&c, &token("app", RS)));
+        assert!(!may_see(&c, &token("app", "https://other.example.com/mcp")));
+    }
+
+    #[test]
+    fn introspect_any_is_never_honoured_for_self_registered_clients() {
+        assert!(may_see(&caller("gw", None, false, true), &token("app", RS)));
+        assert!(!may_see(
+            &caller("dcr_x", None, true, true),
+            &token("app", RS)
+        ));
+    }
 }
