@@ -95,6 +95,8 @@ fn client_secrets(c: &mut Criterion) {
             refresh_token_ttl: None,
             skip_consent: false,
             dynamic: false,
+            initial_access_token: false,
+            introspect_any: false,
         },
         source: "bench".into(),
     };

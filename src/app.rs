@@ -57,9 +57,10 @@ impl AppState {
         kek: Kek,
         public_url: String,
         trusted_proxies: TrustedProxies,
+        security_webhook: Option<crate::audit::webhook::WebhookConfig>,
     ) -> Self {
         let secure_cookies = public_url.starts_with("https://");
-        let audit = Audit::start(store.clone());
+        let audit = Audit::start(store.clone(), security_webhook);
         AppState(Arc::new(Inner {
             store,
             clock,

@@ -89,6 +89,19 @@ pub struct ServeArgs {
     /// believed (comma-separated). Without it, the TCP peer is the client.
     #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_parser = parse_trusted_proxies, default_value = "")]
     pub trusted_proxies: crate::http::TrustedProxies,
+    /// URL that security events (refresh-token reuse, code replay, ...) are
+    /// POSTed to as JSON, signed with GATEHOUSE_SECURITY_WEBHOOK_SECRET
+    /// (docs/operations.md).
+    #[arg(long, env = "GATEHOUSE_SECURITY_WEBHOOK_URL")]
+    pub security_webhook_url: Option<String>,
+    /// HMAC-SHA256 key (at least 32 characters) for the security webhook's
+    /// `Gatehouse-Signature` header. Prefer the environment to the flag.
+    #[arg(
+        long,
+        env = "GATEHOUSE_SECURITY_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub security_webhook_secret: Option<String>,
     /// Testing only: a file holding a number of seconds to add to the clock.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK_FILE", hide = true)]
     pub test_clock_file: Option<PathBuf>,
@@ -531,6 +544,13 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         config_path: config_path(global),
         test_clock_file: args.test_clock_file.clone(),
     };
+    let security_webhook = match &args.security_webhook_url {
+        Some(url) => Some(
+            crate::audit::webhook::WebhookConfig::new(url, args.security_webhook_secret.as_deref())
+                .map_err(|e| anyhow!(e))?,
+        ),
+        None => None,
+    };
     let (store, kek, _) = bootstrap_with(global, true).await?;
     let clock = match &settings.test_clock_file {
         Some(p) => {
@@ -549,12 +569,17 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         kek,
         public_url.clone(),
         args.trusted_proxies.clone(),
+        security_webhook,
     );
     for t in store.list_tenants().await? {
         // Fail at start, not on the first request, if a tenant cannot load.
-        app.tenant(&t.id)
+        let tenant = app
+            .tenant(&t.id)
             .await
             .map_err(|e| anyhow!("tenant '{}': {e}", t.id))?;
+        for relaxation in tenant.relaxations() {
+            tracing::warn!(tenant = %tenant.id, "{relaxation}");
+        }
     }
     spawn_purger(store.clone(), clock);
     tracing::info!(listen = %settings.listen, issuer = %public_url, database = store.backend(), "gatehouse is serving");
@@ -724,6 +749,8 @@ async fn clients(global: &GlobalArgs, cmd: ClientsCommand) -> Result<()> {
                 access_token_ttl: None,
                 refresh_token_ttl: None,
                 skip_consent: false,
+                initial_access_token: false,
+                introspect_any: false,
                 dynamic: false,
             };
             let (secret, secret_hash) = if method.uses_secret() {

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use crate::oauth::{redirect_uri, resource, scope::ScopeSet};
 use crate::tenants::{
     model::{
-        AuthMethod, CimdPolicy, ClientMetadata, ConnectorSettings, ExchangeRule,
-        RegistrationPolicy, TenantSettings, TokenFormat, TokenPolicy, TrustedIssuer,
+        AuthMethod, CimdPolicy, ClientAssertionPolicy, ClientMetadata, ConnectorSettings,
+        ExchangeRule, RegistrationPolicy, TenantSettings, TokenFormat, TokenPolicy, TrustedIssuer,
     },
     validate_tenant_id, SUPPORTED_GRANTS,
 };
@@ -66,6 +66,8 @@ pub struct TenantConfig {
     pub trusted_issuers: Vec<TrustedIssuer>,
     #[serde(default)]
     pub client_id_metadata: CimdPolicy,
+    #[serde(default)]
+    pub client_assertion: ClientAssertionPolicy,
     #[serde(default)]
     pub access_token_claims: std::collections::BTreeMap<String, String>,
 }
@@ -123,6 +125,9 @@ pub struct ClientConfig {
     pub refresh_token_ttl: Option<i64>,
     #[serde(default)]
     pub skip_consent: bool,
+    /// May introspect any token of the tenant (trusted infrastructure only).
+    #[serde(default)]
+    pub introspect_any: bool,
 }
 
 /// A client's secret as configured, before hashing.
@@ -212,6 +217,7 @@ impl TenantConfig {
             token_exchange: self.token_exchange.clone(),
             trusted_issuers: self.trusted_issuers.clone(),
             client_id_metadata: self.client_id_metadata.clone(),
+            client_assertion: self.client_assertion.clone(),
             access_token_claims: self.access_token_claims.clone(),
         }
     }
@@ -245,6 +251,15 @@ impl TenantConfig {
         for (j, r) in self.resources.iter().enumerate() {
             let rat = format!("{at}.resources[{j}]");
             canon.push(validate_resource(r).map_err(|e| format!("{rat}.{e}"))?);
+        }
+        if let Some(m) = &self.registration.machine_clients {
+            let known: Vec<(String, Vec<String>)> = canon
+                .iter()
+                .cloned()
+                .zip(self.resources.iter().map(|r| r.scopes.clone()))
+                .collect();
+            m.validate(&known)
+                .map_err(|e| format!("{at}.registration.machine_clients.{e}"))?;
         }
         if let Some(d) = &self.default_resource {
             let c = resource::canonicalize(d).map_err(|e| format!("{at}.default_resource: {e}"))?;
@@ -444,6 +459,8 @@ impl ClientConfig {
             refresh_token_ttl: self.refresh_token_ttl,
             skip_consent: self.skip_consent,
             dynamic: false,
+            initial_access_token: false,
+            introspect_any: self.introspect_any,
         };
         validate_client(&self.client_id, &meta, has_secret, tenant_resources)?;
         Ok(meta)
@@ -540,6 +557,15 @@ pub fn validate_client(
     if meta.skip_consent && meta.dynamic {
         return Err("skip_consent: a self-registered client cannot skip consent".into());
     }
+    if meta.introspect_any && meta.dynamic {
+        return Err("introspect_any: a self-registered client cannot introspect any token".into());
+    }
+    if meta.introspect_any && method == AuthMethod::None {
+        return Err("introspect_any: a public client cannot introspect".into());
+    }
+    if meta.initial_access_token && !meta.dynamic {
+        return Err("initial_access_token: only self-registered clients carry it".into());
+    }
     Ok(())
 }
 
@@ -579,6 +605,51 @@ pub fn normalize_public_url(s: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const RS: &str =
+        "[[tenants.resources]]\nuri = \"https://mcp.example.com/mcp\"\nscopes = [\"mcp:read\"]\n";
+
+    fn machine(policy: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(
+            &format!("[[tenants]]\nid = \"default\"\n{RS}[tenants.registration.machine_clients]\n{policy}\n"),
+            "x.toml",
+        )
+    }
+
+    #[test]
+    fn machine_client_policy_is_checked_at_load() {
+        assert!(
+            machine("resources = [\"https://mcp.example.com/mcp\"]\nscopes = [\"mcp:read\"]")
+                .is_ok()
+        );
+        assert!(machine("require_initial_access_token = true").is_ok());
+        for (policy, named) in [
+            ("", "resources"),
+            ("resources = []", "resources"),
+            (
+                "resources = [\"https://other.example.com/mcp\"]",
+                "resources[0]",
+            ),
+            (
+                "resources = [\"https://mcp.example.com/mcp\"]\nscopes = [\"mcp:write\"]",
+                "scopes[0]",
+            ),
+            ("require_initial_access_token = true\nscopes = []", "scopes"),
+        ] {
+            let err = machine(policy).unwrap_err().0;
+            assert!(
+                err.contains("registration") && err.contains(&format!("machine_clients.{named}")),
+                "{policy}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn introspect_any_is_for_confidential_admin_clients() {
+        let text = "[[tenants]]\nid = \"default\"\n[[tenants.clients]]\nclient_id = \"c\"\nredirect_uris = [\"http://127.0.0.1/cb\"]\nintrospect_any = true\n";
+        let err = FileConfig::parse(text, "x.toml").unwrap_err();
+        assert!(err.0.contains("introspect_any"), "{}", err.0);
+    }
 
     #[test]
     fn unknown_key_is_named_with_its_line() {

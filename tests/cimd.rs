@@ -477,7 +477,7 @@ async fn private_key_jwt_document_client_authenticates_with_its_keys(db: Db) {
             .expect("time")
             .as_secs() as i64;
         let claims = json!({
-            "iss": client_id, "sub": client_id, "aud": server.url("/token"),
+            "iss": client_id, "sub": client_id, "aud": server.base,
             "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 60,
         });
         jsonwebtoken::encode(&header, &claims, &encoding).expect("sign")

@@ -779,7 +779,8 @@ async fn token_with_assertion(server: &Server, assertion: &str) -> Raw {
 async fn private_key_jwt_authenticates_and_rejects_replayed_assertion(db: Db) {
     let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let server = Server::start_with(db, &jwt_client_config(&key)).await;
-    let token_endpoint = server.url("/token");
+    // RFC 7523bis: the audience is the issuer identifier.
+    let token_endpoint = server.base.clone();
 
     let assertion = client_assertion(&key, &token_endpoint);
     let first = token_with_assertion(&server, &assertion).await;

@@ -20,6 +20,8 @@ fn config() -> String {
 client_id = "{ACME_SVC}"
 secret = "{ACME_SVC_SECRET}"
 grant_types = ["client_credentials"]
+# The tenant's MCP server: it introspects tokens for its resource.
+resources = ["{MCP}"]
 "#
     );
     base_config(&tenant_config(

@@ -193,6 +193,14 @@ fn registration_config(settings: &str) -> String {
     base_config(&format!("\n[tenants.registration]\n{settings}\n"))
 }
 
+/// Self-registered clients may use client_credentials for the demo MCP
+/// server (by default they may not: tests/attack_rules.rs).
+fn machine_clients_config(extra: &str) -> String {
+    base_config(&format!(
+        "{extra}\n[tenants.registration.machine_clients]\nresources = [\"{MCP}\"]\n"
+    ))
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -284,7 +292,7 @@ async fn discovery_advertises_registration_endpoint(db: Db) {
 /// A confidential registration gets a secret (shown once) that works for
 /// client_credentials with a resource.
 async fn confidential_registration_gets_a_working_secret(db: Db) {
-    let server = Server::start(db).await;
+    let server = Server::start_with(db, &machine_clients_config("")).await;
     let r = register_ok(
         &server,
         &json!({
@@ -522,7 +530,7 @@ async fn registration_is_read_updated_and_deleted_with_its_token(db: Db) {
 /// using one; a wrong client_secret in the update is refused; deleting it
 /// stops its secret from working at once on this node.
 async fn confidential_client_update_and_delete(db: Db) {
-    let server = Server::start(db).await;
+    let server = Server::start_with(db, &machine_clients_config("")).await;
     let r = register_ok(
         &server,
         &json!({"grant_types": ["client_credentials"], "client_name": "svc"}),
@@ -742,6 +750,7 @@ on_both_databases!(
 
 mod jwks_uri {
     use super::common::*;
+    use super::machine_clients_config;
     use serde_json::{json, Value};
 
     /// Serves `body` at /jwks.json on a loopback port; returns its URL.
@@ -829,13 +838,14 @@ mod jwks_uri {
     async fn private_key_jwt_with_keys_at_jwks_uri_authenticates(db: Db) {
         let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let jwks_uri = serve_jwks(json!({ "keys": [public_jwk(&key)] })).await;
-        let config = base_config("\n[tenants.client_id_metadata]\nallow_loopback = true\n");
+        let config =
+            machine_clients_config("\n[tenants.client_id_metadata]\nallow_loopback = true\n");
         let server = Server::start_with(db, &config).await;
         let client_id = register_with_jwks_uri(&server, &jwks_uri).await;
         let (status, json) = token_with(
             &server,
             &client_id,
-            &assertion(&key, &client_id, &server.url("/token")),
+            &assertion(&key, &client_id, &server.base),
         )
         .await;
         assert_eq!(status, 200, "{json}");
@@ -844,7 +854,7 @@ mod jwks_uri {
         let (status, json) = token_with(
             &server,
             &client_id,
-            &assertion(&other, &client_id, &server.url("/token")),
+            &assertion(&other, &client_id, &server.base),
         )
         .await;
         assert_eq!(
@@ -857,12 +867,12 @@ mod jwks_uri {
     async fn jwks_uri_on_a_loopback_address_is_not_fetched_by_default(db: Db) {
         let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let jwks_uri = serve_jwks(json!({ "keys": [public_jwk(&key)] })).await;
-        let server = Server::start(db).await;
+        let server = Server::start_with(db, &machine_clients_config("")).await;
         let client_id = register_with_jwks_uri(&server, &jwks_uri).await;
         let (status, json) = token_with(
             &server,
             &client_id,
-            &assertion(&key, &client_id, &server.url("/token")),
+            &assertion(&key, &client_id, &server.base),
         )
         .await;
         assert_eq!(

@@ -89,6 +89,7 @@ fn config() -> String {
 client_id = "{SERVICE_CLIENT}"
 secret = "{}"
 grant_types = ["client_credentials"]
+introspect_any = true
 "#,
         ACME.service_secret
     );

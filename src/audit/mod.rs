@@ -1,5 +1,8 @@
 //! Audit events: who did what, with what outcome. Written off the request
-//! path by a background task that batches inserts.
+//! path by a background task that batches inserts; security-class events
+//! also go to the operator's webhook when one is configured (`webhook`).
+
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -9,17 +12,20 @@ use crate::http::SourceAddr;
 use crate::store::{AuditRecord, DynStore};
 use crate::tenants::Tenant;
 use crate::tokens::secret::random_id;
+use webhook::{SecurityWebhook, WebhookConfig};
 
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::Sender<AuditRecord>,
+    webhook: Option<SecurityWebhook>,
 }
 
 const BATCH: usize = 256;
 
 impl Audit {
-    /// Spawns the writer. Must be called inside a tokio runtime.
-    pub fn start(store: DynStore) -> Self {
+    /// Spawns the writer (and the webhook's sender, when configured). Must
+    /// be called inside a tokio runtime.
+    pub fn start(store: DynStore, webhook: Option<WebhookConfig>) -> Self {
         let (tx, mut rx) = mpsc::channel::<AuditRecord>(10_000);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
@@ -42,7 +48,10 @@ impl Audit {
                 batch.clear();
             }
         });
-        Self { tx }
+        Self {
+            tx,
+            webhook: webhook.map(SecurityWebhook::start),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -56,14 +65,34 @@ impl Audit {
         source_ip: Option<&str>,
         detail: serde_json::Value,
     ) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        self.record_with_id(
+            random_id(),
+            tenant,
+            kind,
+            outcome,
+            client_id,
+            subject,
+            source_ip,
+            detail,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_with_id(
+        &self,
+        id: String,
+        tenant: &Tenant,
+        kind: &str,
+        outcome: &str,
+        client_id: Option<&str>,
+        subject: Option<&str>,
+        source_ip: Option<&str>,
+        detail: serde_json::Value,
+    ) {
         let event = AuditRecord {
-            id: random_id(),
+            id,
             tenant_id: tenant.id.clone(),
-            at: now,
+            at: unix_now(),
             kind: kind.to_string(),
             outcome: outcome.to_string(),
             client_id: client_id.map(str::to_string),
@@ -131,7 +160,26 @@ impl Audit {
             source = source.as_deref(),
             "security event"
         );
-        self.record(
+        let id = random_id();
+        if let Some(webhook) = &self.webhook {
+            webhook.send(
+                &id,
+                &serde_json::json!({
+                    "id": id,
+                    "time": unix_now(),
+                    "class": "security",
+                    "kind": event.kind,
+                    "severity": event.severity,
+                    "tenant": tenant.id,
+                    "client_id": event.client_id,
+                    "subject": event.subject,
+                    "source": source,
+                    "detail": serde_json::Value::Object(detail.clone()),
+                }),
+            );
+        }
+        self.record_with_id(
+            id,
             tenant,
             &format!("security.{}", event.kind),
             "detected",
@@ -141,4 +189,11 @@ impl Audit {
             serde_json::Value::Object(detail),
         );
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

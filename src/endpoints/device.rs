@@ -19,7 +19,7 @@ use serde_json::json;
 use super::flow::{
     self, browser_token, csrf_token, current_session, with_cookies, Cookies, SessionData,
 };
-use super::token::{assertion_audiences, parse_form, read_body};
+use super::token::{parse_form, read_body};
 use crate::oauth::authorization_request::{
     check_resource, check_scope, AuthorizationRequest, DeviceLink, Draft, Prompt,
 };
@@ -100,14 +100,7 @@ async fn start(
     body: &[u8],
 ) -> OAuthResult<serde_json::Value> {
     let params = parse_form(headers, body, &["resource"])?;
-    let client = client_auth::authenticate(
-        app,
-        tenant,
-        headers,
-        &params,
-        &assertion_audiences(tenant, "/device_authorization"),
-    )
-    .await?;
+    let client = client_auth::authenticate(app, tenant, headers, &params).await?;
     if !client.meta.allows_grant(GRANT_DEVICE_CODE) {
         return Err(OAuthError::unauthorized_client(
             "this client may not use the device authorization grant",

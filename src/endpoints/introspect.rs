@@ -1,5 +1,6 @@
 //! POST /introspect (RFC 7662). Callers must authenticate as a confidential
-//! client of the same tenant; resource servers are registered as such.
+//! client of the same tenant; resource servers are registered as such, and
+//! each learns only about the tokens it has a reason to see (`may_see`).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -7,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::token::{assertion_audiences, parse_form};
+use super::token::parse_form;
 use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::resource;
@@ -38,20 +39,38 @@ pub async fn introspect(
     }
 }
 
-/// A caller restricted to some resources (a resource server registered with
-/// `resources = [...]`) learns only about tokens meant for those resources;
-/// an unrestricted confidential client may introspect any token of the tenant.
-fn may_see(caller: &Client, aud: &str) -> bool {
-    match &caller.meta.resources {
-        None => true,
-        Some(list) => list.iter().any(|r| resource::same_resource(r, aud)),
-    }
+/// RFC 7662 §4: the server must not become an oracle for token holders. A
+/// caller learns about an access token only when the token was issued to
+/// it, or its audience is a resource the caller is registered for (an MCP
+/// server configured with `resources = [...]`), or an administrator marked
+/// the caller `introspect_any` (never a self-registered client). A client
+/// with no `resources` list is not thereby allowed every audience.
+fn may_see(caller: &Client, token: &AccessClaims) -> bool {
+    check_issued_to_caller(caller, token)
+        || check_audience_is_callers_resource(caller, token)
+        || check_introspects_any(caller)
+}
+
+fn check_issued_to_caller(caller: &Client, token: &AccessClaims) -> bool {
+    ct_eq(&token.client_id, &caller.client_id)
+}
+
+fn check_audience_is_callers_resource(caller: &Client, token: &AccessClaims) -> bool {
+    caller
+        .meta
+        .resources
+        .as_ref()
+        .is_some_and(|list| list.iter().any(|r| resource::same_resource(r, &token.aud)))
+}
+
+fn check_introspects_any(caller: &Client) -> bool {
+    caller.meta.introspect_any && !caller.meta.dynamic
 }
 
 /// RFC 7662 §2.2 answer for an active access token, or inactive when the
 /// caller may not learn about tokens for its audience.
 fn access_token_answer(caller: &Client, c: &AccessClaims) -> serde_json::Value {
-    if !may_see(caller, &c.aud) {
+    if !may_see(caller, c) {
         return json!({ "active": false });
     }
     let mut answer = json!({
@@ -86,14 +105,7 @@ async fn run(
     body: &[u8],
 ) -> OAuthResult<serde_json::Value> {
     let params = parse_form(headers, body, &[])?;
-    let caller = client_auth::authenticate(
-        app,
-        tenant,
-        headers,
-        &params,
-        &assertion_audiences(tenant, "/introspect"),
-    )
-    .await?;
+    let caller = client_auth::authenticate(app, tenant, headers, &params).await?;
     if caller.meta.is_public() {
         return Err(OAuthError::invalid_client(
             "introspection requires an authenticated confidential client",
@@ -141,4 +153,79 @@ async fn run(
         }
     }
     Ok(json!({ "active": false }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::{AuthMethod, ClientMetadata};
+
+    fn caller(id: &str, resources: Option<&[&str]>, dynamic: bool, any: bool) -> Client {
+        Client {
+            tenant_id: "t".into(),
+            client_id: id.into(),
+            secret_hash: None,
+            meta: ClientMetadata {
+                client_name: None,
+                redirect_uris: vec![],
+                grant_types: vec!["client_credentials".into()],
+                token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+                jwks: None,
+                jwks_uri: None,
+                resources: resources.map(|r| r.iter().map(|s| s.to_string()).collect()),
+                scopes: None,
+                default_scopes: None,
+                access_token_format: Default::default(),
+                access_token_ttl: None,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                dynamic,
+                initial_access_token: false,
+                introspect_any: any,
+            },
+            source: String::new(),
+        }
+    }
+
+    fn token(client_id: &str, aud: &str) -> AccessClaims {
+        AccessClaims {
+            iss: "https://as".into(),
+            sub: "user".into(),
+            aud: aud.into(),
+            client_id: client_id.into(),
+            scope: "mcp:read".into(),
+            jti: "j".into(),
+            iat: 0,
+            exp: 10,
+            auth_time: None,
+            act: None,
+            may_act: None,
+            copied: Default::default(),
+        }
+    }
+
+    const RS: &str = "https://mcp.example.com/mcp";
+
+    #[test]
+    fn an_unrestricted_client_sees_only_its_own_tokens() {
+        let c = caller("svc", None, false, false);
+        assert!(may_see(&c, &token("svc", RS)));
+        assert!(!may_see(&c, &token("app", RS)));
+    }
+
+    #[test]
+    fn a_resource_server_sees_tokens_for_its_resources() {
+        let c = caller("rs", Some(&[RS]), false, false);
+        assert!(may_see(&c, &token("app", RS)));
+        assert!(!may_see(&c, &token("app", "https://other.example.com/mcp")));
+    }
+
+    #[test]
+    fn introspect_any_is_never_honoured_for_self_registered_clients() {
+        assert!(may_see(&caller("gw", None, false, true), &token("app", RS)));
+        assert!(!may_see(
+            &caller("dcr_x", None, true, true),
+            &token("app", RS)
+        ));
+    }
 }

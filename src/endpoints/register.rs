@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::validate_client;
 use crate::oauth::client_auth::Client;
+use crate::oauth::machine::check_machine_registration;
 use crate::oauth::registration::{self, MetadataError, Policy, RegisteredMetadata};
 use crate::store::{ClientRecord, RegistrationRecord, StoreError};
 use crate::tenants::{RegistrationMode, RegistrationPolicy, Tenant, TenantCtx};
@@ -424,25 +425,35 @@ async fn run_register(
     }
     check_rate(tenant, source)?;
     let (parts, body) = req.into_parts();
-    if policy.mode == RegistrationMode::InitialAccessToken {
-        let token = bearer(&parts.headers).ok_or_else(|| {
-            RegistrationError::invalid_token(
-                "registration needs an initial access token (Authorization: Bearer ...)",
-            )
-        })?;
-        if !app
-            .store
-            .initial_access_token_valid(&tenant.id, &hash_str(token), app.now())
-            .await?
-        {
-            return Err(RegistrationError::invalid_token(
-                "the initial access token is invalid or expired",
-            ));
+    // An initial access token is required in that mode; in open mode one
+    // may still be presented (it is checked, and recorded: the tenant's
+    // machine-client policy may require it).
+    let with_initial_access_token = match bearer(&parts.headers) {
+        Some(token) => {
+            if !app
+                .store
+                .initial_access_token_valid(&tenant.id, &hash_str(token), app.now())
+                .await?
+            {
+                return Err(RegistrationError::invalid_token(
+                    "the initial access token is invalid or expired",
+                ));
+            }
+            true
         }
-    }
+        None if policy.mode == RegistrationMode::InitialAccessToken => {
+            return Err(RegistrationError::invalid_token(
+                "registration needs an initial access token (Authorization: Bearer ...)",
+            ))
+        }
+        None => false,
+    };
     let body = read_json(&parts.headers, body).await?;
     let meta = validate_metadata(tenant, &body)?;
-    let client_meta = meta.client_metadata();
+    check_machine_registration(policy, &meta.grant_types, with_initial_access_token)
+        .map_err(RegistrationError::invalid_metadata)?;
+    let mut client_meta = meta.client_metadata();
+    client_meta.initial_access_token = with_initial_access_token;
     let client_id = format!("{CLIENT_ID_PREFIX}{}", random_id());
     let method = meta.token_endpoint_auth_method;
     let (secret, secret_hash) = if method.uses_secret() {
@@ -625,7 +636,17 @@ async fn run_update(
         }
     }
     let meta = validate_metadata(tenant, &body)?;
-    let client_meta = meta.client_metadata();
+    let mut client_meta = meta.client_metadata();
+    // What was learnt at registration stays.
+    client_meta.initial_access_token = Client::from_record(m.client.clone())?
+        .meta
+        .initial_access_token;
+    check_machine_registration(
+        &tenant.settings.registration,
+        &meta.grant_types,
+        client_meta.initial_access_token,
+    )
+    .map_err(RegistrationError::invalid_metadata)?;
     // Keep the secret while the client still authenticates with one; issue
     // one when it starts to; drop it when it stops.
     let (new_secret, secret_hash) = match (

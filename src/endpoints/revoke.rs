@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::token::{assertion_audiences, parse_form};
+use super::token::parse_form;
 use crate::oauth::client_auth;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::store::AccessTokenRecord;
@@ -38,14 +38,7 @@ pub async fn revoke(
 
 async fn run(app: &AppState, tenant: &Tenant, headers: &HeaderMap, body: &[u8]) -> OAuthResult<()> {
     let params = parse_form(headers, body, &[])?;
-    let client = client_auth::authenticate(
-        app,
-        tenant,
-        headers,
-        &params,
-        &assertion_audiences(tenant, "/revoke"),
-    )
-    .await?;
+    let client = client_auth::authenticate(app, tenant, headers, &params).await?;
     let token = params
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("missing required parameter 'token'"))?;

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::grants;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::{check_form_content_type, Params};
@@ -29,7 +30,8 @@ pub struct TokenResponse {
 }
 
 impl TokenResponse {
-    /// A plain Bearer access token response: no refresh or ID token.
+    /// A plain Bearer access token response: no refresh or ID token. Its
+    /// `scope` is the access token's (RFC 6749 §5.1).
     pub fn bearer(
         access: crate::tokens::MintedAccessToken,
         scope: &crate::oauth::scope::ScopeSet,
@@ -38,7 +40,7 @@ impl TokenResponse {
             access_token: access.token,
             token_type: "Bearer",
             expires_in: access.expires_in,
-            scope: scope.to_string(),
+            scope: crate::oauth::scope::access_token_scope(scope).to_string(),
             refresh_token: None,
             id_token: None,
             issued_token_type: None,
@@ -82,19 +84,10 @@ pub fn parse_form(headers: &HeaderMap, body: &[u8], repeatable: &[&str]) -> OAut
     Params::parse(body, repeatable).map_err(|e| OAuthError::invalid_request(e.to_string()))
 }
 
-/// Audiences a private_key_jwt assertion may name for this endpoint.
-pub fn assertion_audiences(tenant: &Tenant, endpoint: &str) -> Vec<String> {
-    vec![
-        tenant.issuer.clone(),
-        tenant.endpoint(endpoint),
-        tenant.endpoint("/token"),
-    ]
-}
-
 pub async fn token(
     State(app): State<AppState>,
     tenant: TenantCtx,
-    source: crate::http::SourceAddr,
+    source: SourceAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -102,7 +95,7 @@ pub async fn token(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match run(&app, &tenant, &headers, &body, source).await {
+    match run(&app, &tenant, source, &headers, &body).await {
         Ok(res) => res.into_response(),
         Err(e) => e.into_response(),
     }
@@ -111,9 +104,9 @@ pub async fn token(
 async fn run(
     app: &AppState,
     tenant: &Tenant,
+    source: SourceAddr,
     headers: &HeaderMap,
     body: &[u8],
-    source: crate::http::SourceAddr,
 ) -> OAuthResult<TokenResponse> {
     let params = parse_form(headers, body, &["resource"])?;
     let grant_type = params
@@ -126,14 +119,8 @@ async fn run(
             "grant_type '{grant_type}' is not supported"
         )));
     }
-    let client: std::sync::Arc<Client> = client_auth::authenticate(
-        app,
-        tenant,
-        headers,
-        &params,
-        &assertion_audiences(tenant, "/token"),
-    )
-    .await?;
+    let client: std::sync::Arc<Client> =
+        client_auth::authenticate(app, tenant, headers, &params).await?;
     if !client.meta.allows_grant(&grant_type) {
         return Err(OAuthError::unauthorized_client(format!(
             "this client may not use the {grant_type} grant"
@@ -155,7 +142,7 @@ async fn run(
         outcome,
         Some(&client.client_id),
         None,
-        None,
+        Some(&source.to_string()),
         detail,
     );
     result

@@ -1,7 +1,9 @@
 //! grant_type=authorization_code (RFC 6749 §4.1.3, RFC 7636, RFC 8707).
 
+use crate::audit::{SecurityEvent, Severity};
 use crate::endpoints::flow::CodeData;
 use crate::endpoints::token::TokenResponse;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
@@ -45,6 +47,7 @@ pub async fn grant(
     tenant: &Tenant,
     client: &Client,
     params: &Params,
+    source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
     let code = params
         .get("code")
@@ -57,15 +60,19 @@ pub async fn grant(
     {
         CodeRedemption::Redeemed(r) => r,
         CodeRedemption::Replayed { grant_id } => {
-            tracing::warn!(tenant = %tenant.id, client_id = %client.client_id, grant_id, "authorization code replayed; its tokens are revoked");
-            app.audit.record(
+            // Someone else holds the code (RFC 9700 §4.5): what it issued
+            // is revoked; the operator hears of it (`code_replay`, high).
+            let subject = app.store.get_grant(&grant_id).await?.map(|g| g.subject);
+            app.audit.security(
                 tenant,
-                "code_replay",
-                "revoked",
-                Some(&client.client_id),
-                None,
-                None,
-                serde_json::json!({"grant_id": grant_id}),
+                SecurityEvent {
+                    kind: "code_replay",
+                    severity: Severity::High,
+                    client_id: Some(&client.client_id),
+                    subject: subject.as_deref(),
+                    source: Some(source),
+                    detail: serde_json::json!({"grant_id": grant_id, "action": "grant_revoked"}),
+                },
             );
             return Err(OAuthError::invalid_grant(
                 "the authorization code was already used; tokens issued from it are revoked",

@@ -36,6 +36,8 @@ const DEFAULT_ALGS: [&str; 3] = ["ES256", "RS256", "EdDSA"];
 struct IdJagClaims {
     iss: String,
     sub: String,
+    #[serde(default)]
+    aud: Option<Value>,
     client_id: Option<String>,
     jti: Option<String>,
     iat: Option<i64>,
@@ -156,7 +158,8 @@ async fn verify(app: &AppState, tenant: &Tenant, assertion: &str) -> OAuthResult
     let mut v = Validation::new(header.alg);
     v.validate_exp = false; // checked below against the server clock
     v.validate_nbf = false;
-    v.set_audience(&[tenant.issuer.as_str()]);
+    // Checked below: this server's issuer alone, never "any of" an array.
+    v.validate_aud = false;
     v.set_issuer(&[issuer.issuer.as_str()]);
     v.required_spec_claims = ["aud", "iss", "sub"]
         .iter()
@@ -167,7 +170,12 @@ async fn verify(app: &AppState, tenant: &Tenant, assertion: &str) -> OAuthResult
         .filter_map(|jwk| DecodingKey::from_jwk(jwk).ok())
         .find_map(|key| jsonwebtoken::decode::<IdJagClaims>(assertion, &key, &v).ok())
         .map(|d| d.claims)
-        .ok_or_else(|| invalid("signature, issuer or audience did not verify"))?;
+        .ok_or_else(|| invalid("signature or issuer did not verify"))?;
+    crate::oauth::audience::check_sole_audience(
+        claims.aud.as_ref(),
+        &crate::oauth::audience::issuer_audiences(tenant),
+    )
+    .map_err(invalid)?;
     let now = app.now();
     let exp = claims.exp.ok_or_else(|| invalid("exp is required"))?;
     if exp + SKEW <= now {

@@ -8,13 +8,16 @@ pub mod jwt_bearer;
 pub mod refresh_token;
 pub mod token_exchange;
 
+use crate::audit::{SecurityEvent, Severity};
 use crate::endpoints::token::TokenResponse;
+use crate::http::SourceAddr;
 use crate::oauth::authorization_request::allowed_resource;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
+use crate::oauth::machine;
 use crate::oauth::params::Params;
 use crate::oauth::resource;
-use crate::oauth::scope::ScopeSet;
+use crate::oauth::scope::{access_token_scope, ScopeSet};
 use crate::tenants::{
     Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
     GRANT_JWT_BEARER, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
@@ -26,25 +29,96 @@ pub fn is_supported(grant_type: &str) -> bool {
     SUPPORTED_GRANTS.contains(&grant_type)
 }
 
+/// `source` is where the request came from, for the security events a
+/// grant may raise.
 pub async fn dispatch(
     app: &AppState,
     tenant: &Tenant,
     client: &Client,
     grant_type: &str,
     params: &Params,
-    source: crate::http::SourceAddr,
+    source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
     match grant_type {
-        GRANT_AUTHORIZATION_CODE => authorization_code::grant(app, tenant, client, params).await,
-        GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params).await,
+        GRANT_AUTHORIZATION_CODE => {
+            authorization_code::grant(app, tenant, client, params, source).await
+        }
+        GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params, source).await,
         GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params, source).await,
         GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
         GRANT_JWT_BEARER => jwt_bearer::grant(app, tenant, client, params).await,
-        GRANT_CLIENT_CREDENTIALS => client_credentials::grant(app, tenant, client, params).await,
+        GRANT_CLIENT_CREDENTIALS => {
+            client_credentials::grant(app, tenant, client, params, source).await
+        }
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant_type '{other}' is not supported"
         ))),
     }
+}
+
+/// The one rule for every token issued without a user
+/// (`oauth::machine::check_machine_grant`): a self-registered client gets
+/// one only as the tenant's machine-client policy allows. A refusal is a
+/// `machine_grant_refused` security event.
+pub fn check_machine(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    grant_type: &str,
+    resource: &str,
+    scope: &ScopeSet,
+    source: SourceAddr,
+) -> OAuthResult<()> {
+    machine::check_machine_grant(&tenant.settings.registration, client, resource, scope).map_err(
+        |refusal| {
+            app.audit.security(
+                tenant,
+                SecurityEvent {
+                    kind: "machine_grant_refused",
+                    severity: Severity::Low,
+                    client_id: Some(&client.client_id),
+                    subject: None,
+                    source: Some(source),
+                    detail: serde_json::json!({
+                        "grant_type": grant_type,
+                        "resource": resource,
+                        "reason": refusal.reason(),
+                    }),
+                },
+            );
+            refusal.into()
+        },
+    )
+}
+
+/// Like [`check_machine`], for grants whose subject may be a user or a
+/// client (token exchange, refresh of an exchanged grant): users are
+/// broker subjects with an identity mapping; anything else (a client id,
+/// as in a client_credentials token) is not a user. Only self-registered
+/// clients are looked at.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_machine_subject(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    grant_type: &str,
+    subject: &str,
+    resource: &str,
+    scope: &ScopeSet,
+    source: SourceAddr,
+) -> OAuthResult<()> {
+    if !client.meta.dynamic {
+        return Ok(());
+    }
+    let is_user = app
+        .store
+        .get_identity_by_subject(&tenant.id, subject)
+        .await?
+        .is_some();
+    if is_user {
+        return Ok(());
+    }
+    check_machine(app, tenant, client, grant_type, resource, scope, source)
 }
 
 /// RFC 8707 at the token endpoint: the one resource this token is for,
@@ -94,13 +168,14 @@ pub fn resource_for_client(
 }
 
 /// The part of a granted scope that belongs in a token for `resource`:
-/// that resource's scopes plus the OIDC ones.
+/// that resource's scopes plus the OIDC ones about the user, never the
+/// grant-only ones (`offline_access`, see [`access_token_scope`]).
 pub fn scope_for_resource(tenant: &Tenant, granted: &ScopeSet, resource: &str) -> ScopeSet {
     let mut relevant: ScopeSet = OIDC_SCOPES.iter().copied().collect();
     if let Some(r) = tenant.resource(resource) {
         relevant = relevant.union(&r.settings.scopes.iter().map(String::as_str).collect());
     }
-    granted.intersection(&relevant)
+    access_token_scope(&granted.intersection(&relevant))
 }
 
 /// The scope a token request ends with: the requested `scope` when every

@@ -1,7 +1,9 @@
 //! grant_type=refresh_token (RFC 6749 §6, OAuth 2.1 §4.3, RFC 9700 §4.14):
 //! rotation on every use; reuse of a rotated token revokes the family.
 
+use crate::audit::{SecurityEvent, Severity};
 use crate::endpoints::token::TokenResponse;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
@@ -53,11 +55,35 @@ pub async fn issue_refresh_token(
     Ok(handle.expose().to_string())
 }
 
+/// Someone presented a rotated refresh token: a copy is in other hands.
+/// The family is revoked; this tells the operator (`refresh_reuse`, high).
+fn report_reuse(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    subject: Option<&str>,
+    grant_id: &str,
+    source: SourceAddr,
+) {
+    app.audit.security(
+        tenant,
+        SecurityEvent {
+            kind: "refresh_reuse",
+            severity: Severity::High,
+            client_id: Some(&client.client_id),
+            subject,
+            source: Some(source),
+            detail: serde_json::json!({"grant_id": grant_id, "action": "family_revoked"}),
+        },
+    );
+}
+
 pub async fn grant(
     app: &AppState,
     tenant: &Tenant,
     client: &Client,
     params: &Params,
+    source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
     let presented = params
         .get("refresh_token")
@@ -78,14 +104,14 @@ pub async fn grant(
     if rotated_at.is_some() {
         // Reuse of a rotated token: someone holds a copy. Revoke the family.
         app.store.revoke_grant(&old.grant_id, now).await?;
-        app.audit.record(
+        let subject = app.store.get_grant(&old.grant_id).await?.map(|g| g.subject);
+        report_reuse(
+            app,
             tenant,
-            "refresh_reuse",
-            "revoked",
-            Some(&client.client_id),
-            None,
-            None,
-            serde_json::json!({"grant_id": old.grant_id}),
+            client,
+            subject.as_deref(),
+            &old.grant_id,
+            source,
         );
         return Err(OAuthError::invalid_grant(
             "the refresh token was already used; its token family is revoked",
@@ -116,6 +142,20 @@ pub async fn grant(
         &resource,
     );
 
+    // A grant whose subject is not a user (an exchanged machine token) is
+    // held to the machine-grant rule at every refresh.
+    super::check_machine_subject(
+        app,
+        tenant,
+        client,
+        crate::tenants::GRANT_REFRESH_TOKEN,
+        &grant.subject,
+        &resource,
+        &scope,
+        source,
+    )
+    .await?;
+
     // A user disabled at the identity provider loses access within the
     // connector's check interval. Checked before rotating: when the
     // provider cannot answer, the client keeps its refresh token.
@@ -135,15 +175,7 @@ pub async fn grant(
     {
         RefreshRotation::Rotated { .. } => {}
         RefreshRotation::Reused { grant_id } => {
-            app.audit.record(
-                tenant,
-                "refresh_reuse",
-                "revoked",
-                Some(&client.client_id),
-                None,
-                None,
-                serde_json::json!({"grant_id": grant_id}),
-            );
+            report_reuse(app, tenant, client, Some(&grant.subject), &grant_id, source);
             return Err(OAuthError::invalid_grant(
                 "the refresh token was already used; its token family is revoked",
             ));

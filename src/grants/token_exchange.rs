@@ -499,7 +499,7 @@ pub async fn grant(
     let result = if params.get("requested_token_type") == Some(TYPE_ID_JAG) {
         super::id_jag::issue(app, tenant, client, params, &mut note).await
     } else {
-        exchange(app, tenant, client, params, &mut note).await
+        exchange(app, tenant, client, params, source, &mut note).await
     };
     if let Err(e) = &result {
         report_refusal(app, tenant, client, source, &note, e);
@@ -549,6 +549,7 @@ async fn exchange(
     tenant: &Tenant,
     client: &Client,
     params: &Params,
+    source: SourceAddr,
     note: &mut Refusal,
 ) -> OAuthResult<TokenResponse> {
     check_client_is_confidential(client)?;
@@ -593,6 +594,19 @@ async fn exchange(
         }
     };
     let scope = check_scope(params, tenant, &subject, &ex.target)?;
+    // A subject that is a client, not a person (e.g. a client_credentials
+    // token): no user is involved, so the machine-grant rule decides.
+    super::check_machine_subject(
+        app,
+        tenant,
+        client,
+        GRANT_TOKEN_EXCHANGE,
+        &subject.sub,
+        &ex.target,
+        &scope,
+        source,
+    )
+    .await?;
     // Derived tokens hang off the subject's grant: revoking the user's
     // authorization also revokes what agents obtained from it. A subject
     // from an ID or upstream token gets a grant of its own, of the user's

@@ -281,14 +281,15 @@ fn basic_credentials(headers: &HeaderMap) -> OAuthResult<Option<(String, String)
     Ok(Some((id, secret)))
 }
 
-/// Authenticates the calling client, returning it. `audiences` are the values
-/// a private_key_jwt assertion may name as `aud` (issuer, endpoint URL).
+/// Authenticates the calling client, returning it. The same rules hold at
+/// every endpoint that authenticates clients (token, introspection,
+/// revocation, device authorization): a private_key_jwt assertion's `aud`
+/// is checked by [`super::audience::client_assertion_audiences`].
 pub async fn authenticate(
     app: &crate::AppState,
     tenant: &Tenant,
     headers: &HeaderMap,
     params: &Params,
-    audiences: &[String],
 ) -> OAuthResult<Arc<Client>> {
     let presented = presented(headers, params)?;
     let claimed_id = match &presented {
@@ -330,7 +331,7 @@ pub async fn authenticate(
                     method.as_str()
                 )));
             }
-            verify_assertion(app, tenant, &client, &assertion, audiences).await?;
+            verify_assertion(app, tenant, &client, &assertion).await?;
         }
         Presented::PublicId { .. } => {
             if method != AuthMethod::None {
@@ -348,6 +349,7 @@ pub async fn authenticate(
 struct AssertionClaims {
     iss: String,
     sub: String,
+    aud: Option<serde_json::Value>,
     jti: Option<String>,
     exp: Option<i64>,
     nbf: Option<i64>,
@@ -389,7 +391,6 @@ async fn verify_assertion(
     tenant: &Tenant,
     client: &Client,
     assertion: &str,
-    audiences: &[String],
 ) -> OAuthResult<()> {
     let fail = |why: &str| OAuthError::invalid_client(format!("client_assertion rejected: {why}"));
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| fail("malformed JWT"))?;
@@ -415,7 +416,8 @@ async fn verify_assertion(
         let mut v = Validation::new(header.alg);
         v.validate_exp = false; // checked below against the server clock
         v.validate_nbf = false;
-        v.set_audience(audiences);
+        // Checked below: one audience, this server's (not "any of").
+        v.validate_aud = false;
         v.required_spec_claims = ["aud", "iss", "sub"]
             .iter()
             .map(|s| s.to_string())
@@ -425,7 +427,12 @@ async fn verify_assertion(
             break;
         }
     }
-    let claims = claims.ok_or_else(|| fail("signature or audience did not verify"))?;
+    let claims = claims.ok_or_else(|| fail("the signature did not verify"))?;
+    super::audience::check_sole_audience(
+        claims.aud.as_ref(),
+        &super::audience::client_assertion_audiences(tenant),
+    )
+    .map_err(fail)?;
     if claims.iss != client.client_id || claims.sub != client.client_id {
         return Err(fail("iss and sub must both be the client_id"));
     }

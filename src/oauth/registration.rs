@@ -152,6 +152,8 @@ impl RegisteredMetadata {
             refresh_token_ttl: None,
             skip_consent: false,
             dynamic: true,
+            initial_access_token: false,
+            introspect_any: false,
         }
     }
 }

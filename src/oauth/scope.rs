@@ -106,6 +106,20 @@ impl ScopeSet {
     }
 }
 
+/// Scopes about the grant, not about any resource: `offline_access` asks
+/// that the authorization outlive the session (OIDC Core §11). It decides
+/// whether a refresh token is issued and stays in the grant, but an access
+/// token is for one resource and carries only what that resource may act
+/// on, so it never holds these (RFC 6749 §5.1: the response's `scope` is the
+/// access token's).
+pub const GRANT_ONLY_SCOPES: [&str; 1] = ["offline_access"];
+
+/// The scope an access token may carry out of `scope`: without the
+/// grant-only scopes.
+pub fn access_token_scope(scope: &ScopeSet) -> ScopeSet {
+    scope.difference(&GRANT_ONLY_SCOPES.iter().copied().collect())
+}
+
 /// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, at most [`MAX_SCOPE_LEN`].
 fn check_token(token: &str) -> Result<(), ScopeError> {
     if !token
@@ -189,6 +203,14 @@ mod tests {
 
     fn set(s: &str) -> ScopeSet {
         ScopeSet::parse(s).unwrap()
+    }
+
+    #[test]
+    fn offline_access_never_reaches_an_access_token() {
+        assert_eq!(
+            access_token_scope(&set("openid offline_access mcp:read")),
+            set("openid mcp:read")
+        );
     }
 
     #[test]

@@ -56,6 +56,30 @@ impl Tenant {
         &self.settings.tokens
     }
 
+    /// The settings that loosen a safe default, in words, for the log at
+    /// start.
+    pub fn relaxations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self
+            .settings
+            .client_assertion
+            .accept_token_endpoint_audience
+        {
+            out.push(
+                "client_assertion.accept_token_endpoint_audience: private_key_jwt assertions may name the token endpoint URL as aud (RFC 7523bis prefers the issuer alone)".to_string(),
+            );
+        }
+        if let Some(m) = &self.settings.registration.machine_clients {
+            out.push(format!(
+                "registration.machine_clients: self-registered clients may obtain tokens without a user (resources: {}, scopes: {}, initial access token required: {})",
+                m.resources.as_ref().map_or("any".to_string(), |r| r.join(" ")),
+                m.scopes.as_ref().map_or("any".to_string(), |s| s.join(" ")),
+                m.require_initial_access_token,
+            ));
+        }
+        out
+    }
+
     pub fn resource(&self, canonical_uri: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.uri == canonical_uri)
     }

@@ -125,6 +125,9 @@ pub struct TenantSettings {
     /// Client ID Metadata Documents: `https` URL client ids fetched on use.
     #[serde(default)]
     pub client_id_metadata: CimdPolicy,
+    /// What a private_key_jwt client assertion may name as its audience.
+    #[serde(default)]
+    pub client_assertion: ClientAssertionPolicy,
     /// User claims copied into access tokens: broker claim (`email`,
     /// `email_verified`, `name`, `groups`, or one a connector maps, such as
     /// `tid`, `roles`, `org_id`) → the claim's name in the token.
@@ -209,6 +212,17 @@ impl Default for CimdPolicy {
             allow_private_networks: false,
         }
     }
+}
+
+/// Client assertion settings of a tenant (`[tenants.client_assertion]`).
+/// By default an assertion's `aud` must be the tenant's issuer identifier
+/// alone (draft-ietf-oauth-rfc7523bis), which is what the MCP SDKs send.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientAssertionPolicy {
+    /// Also accept the token endpoint URL as `aud` (RFC 7523 allowed it;
+    /// older clients send it). A relaxation: logged at start.
+    pub accept_token_endpoint_audience: bool,
 }
 
 /// One token-exchange permission: these clients may exchange these subject
@@ -309,6 +323,91 @@ pub struct RegistrationPolicy {
     /// Self-registered clients never used for a token are deleted this many
     /// seconds after registration.
     pub unused_client_ttl: i64,
+    /// Whether self-registered clients may use grants without a user
+    /// (`client_credentials`, or an exchange whose subject is a client), and
+    /// for what. Absent: they may not (`[tenants.registration.machine_clients]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_clients: Option<MachineClientPolicy>,
+}
+
+/// `[tenants.registration.machine_clients]`: what a self-registered client
+/// may obtain with a grant that involves no user. Admin-configured clients
+/// are not affected.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MachineClientPolicy {
+    /// The only resources such tokens may be for. Required unless
+    /// `require_initial_access_token` is set (then absent means any).
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    /// The only scopes such tokens may carry; absent: any scope of those
+    /// resources.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Only clients that presented a valid initial access token when they
+    /// registered (so never a Client ID Metadata Document client).
+    #[serde(default)]
+    pub require_initial_access_token: bool,
+}
+
+impl MachineClientPolicy {
+    /// Checks the policy against the tenant's resources (canonical URIs)
+    /// and their scopes.
+    pub fn validate(&self, tenant_resources: &[(String, Vec<String>)]) -> Result<(), String> {
+        if self.resources.is_none() && !self.require_initial_access_token {
+            return Err(
+                "resources: name the resources self-registered machine clients may get \
+                 tokens for, or set require_initial_access_token = true"
+                    .into(),
+            );
+        }
+        let mut scopes_of_named: Vec<&str> = Vec::new();
+        match &self.resources {
+            Some(list) if list.is_empty() => {
+                return Err("resources: an empty list allows nothing; remove the \
+                     machine_clients table to refuse machine grants"
+                    .into())
+            }
+            Some(list) => {
+                for (i, r) in list.iter().enumerate() {
+                    let canon = crate::oauth::resource::canonicalize(r)
+                        .map_err(|e| format!("resources[{i}]: {e}"))?;
+                    let known = tenant_resources.iter().find(|(uri, _)| *uri == canon);
+                    match known {
+                        Some((_, scopes)) => {
+                            scopes_of_named.extend(scopes.iter().map(String::as_str))
+                        }
+                        None if tenant_resources.is_empty() => {}
+                        None => {
+                            return Err(format!(
+                                "resources[{i}]: '{r}' is not a resource of this tenant"
+                            ))
+                        }
+                    }
+                }
+            }
+            None => {
+                for (_, scopes) in tenant_resources {
+                    scopes_of_named.extend(scopes.iter().map(String::as_str));
+                }
+            }
+        }
+        if let Some(scopes) = &self.scopes {
+            if scopes.is_empty() {
+                return Err(
+                    "scopes: an empty list allows nothing; name scopes or leave it out".into(),
+                );
+            }
+            for (i, s) in scopes.iter().enumerate() {
+                if !tenant_resources.is_empty() && !scopes_of_named.contains(&s.as_str()) {
+                    return Err(format!(
+                        "scopes[{i}]: '{s}' is not a scope of the resources named here"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RegistrationPolicy {
@@ -319,6 +418,7 @@ impl Default for RegistrationPolicy {
             per_tenant_per_minute: 300,
             trust_forwarded_for: false,
             unused_client_ttl: 30 * 86_400,
+            machine_clients: None,
         }
     }
 }
@@ -332,6 +432,10 @@ impl RegistrationPolicy {
             if !(1..=100_000).contains(&value) {
                 return Err(format!("{name} must be between 1 and 100000 (got {value})"));
             }
+        }
+        if let Some(m) = &self.machine_clients {
+            m.validate(&[])
+                .map_err(|e| format!("machine_clients.{e}"))?;
         }
         if !(3600..=3650 * 86_400).contains(&self.unused_client_ttl) {
             return Err(format!(
@@ -457,6 +561,14 @@ pub struct ClientMetadata {
     /// True when the client registered itself (DCR or metadata document).
     #[serde(default)]
     pub dynamic: bool,
+    /// A self-registered client that presented a valid initial access token
+    /// when it registered (the tenant's machine-client policy may require it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initial_access_token: bool,
+    /// Admin-configured only: may introspect tokens of any audience and any
+    /// client of the tenant (otherwise only its `resources`' and its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub introspect_any: bool,
 }
 
 pub fn default_grant_types() -> Vec<String> {

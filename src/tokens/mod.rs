@@ -154,7 +154,8 @@ pub async fn mint_access_token(
         sub: spec.subject.to_string(),
         aud: spec.resource.to_string(),
         client_id: spec.client.client_id.clone(),
-        scope: spec.scope.to_string(),
+        // Whatever a grant computed, grant-only scopes stay out of the token.
+        scope: crate::oauth::scope::access_token_scope(spec.scope).to_string(),
         jti: random_id(),
         iat: now,
         exp: now + ttl,

@@ -87,6 +87,8 @@ client_name = "Demo service"
 secret = "{SERVICE_SECRET}"
 grant_types = ["client_credentials"]
 token_endpoint_auth_method = "client_secret_basic"
+# The harness introspects every kind of token with this client.
+introspect_any = true
 
 [[tenants.clients]]
 client_id = "{WEB_CLIENT}"
@@ -110,6 +112,8 @@ pub struct Server {
     pub clock_file: PathBuf,
     pg_name: Option<String>,
     child: Option<Child>,
+    /// Extra environment for the server process (e.g. the security webhook).
+    env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -183,6 +187,11 @@ impl Server {
     }
 
     pub async fn start_with(db: Db, config: &str) -> Server {
+        Self::start_with_env(db, config, &[]).await
+    }
+
+    /// Like `start_with`, with extra environment variables for `serve`.
+    pub async fn start_with_env(db: Db, config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -213,6 +222,10 @@ impl Server {
             clock_file,
             pg_name,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn().await;
         server
@@ -235,6 +248,7 @@ impl Server {
             .command()
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .env("GATEHOUSE_TEST_CLOCK_FILE", &self.clock_file)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -650,7 +664,7 @@ pub async fn redeem_code(
     json
 }
 
-/// Introspects a token as the service client.
+/// Introspects a token as the service client (`introspect_any`).
 pub async fn introspect(server: &Server, token: &str) -> serde_json::Value {
     reqwest::Client::new()
         .post(server.url("/introspect"))

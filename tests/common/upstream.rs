@@ -123,6 +123,8 @@ client_name = "Demo service"
 secret = "{SERVICE_SECRET}"
 grant_types = ["client_credentials"]
 token_endpoint_auth_method = "client_secret_basic"
+# The harness introspects every kind of token with this client.
+introspect_any = true
 "#
     )
 }
