@@ -3,6 +3,7 @@
 pub mod authorization_request;
 pub mod client_auth;
 pub mod client_metadata_document;
+pub mod consent;
 pub mod errors;
 pub mod params;
 pub mod pkce;
