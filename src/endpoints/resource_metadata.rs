@@ -42,7 +42,7 @@ pub async fn resource_metadata(
         return OAuthError::invalid_request("missing required parameter 'resource'")
             .into_response();
     };
-    let found = resource::canonicalize(&requested)
+    let found = resource::canonicalize(requested)
         .ok()
         .and_then(|canon| document(&tenant, &canon));
     match found {
