@@ -107,11 +107,14 @@ async fn serve_document(redirect: &'static str) -> String {
 
 /// The ways an authorization request can be wrong after the client and its
 /// redirect URI are known, with the error each one is.
-fn broken_requests() -> Vec<(
+/// What is wrong, the parameters that make it so, and the error it is.
+type Broken = (
     &'static str,
     Vec<(&'static str, &'static str)>,
     &'static str,
-)> {
+);
+
+fn broken_requests() -> Vec<Broken> {
     vec![
         (
             "bogus response_type",
