@@ -339,6 +339,26 @@ impl Gen {
         out
     }
 
+    /// A well-formed request: each of the endpoint's names at most once
+    /// (most of them present), with generated values. Gets past the
+    /// parsers into the code behind them.
+    fn complete_form(&mut self, known: &[&str], raw_ok: bool, skip: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for name in known.iter().filter(|n| !skip.contains(n)) {
+            if self.rng.gen_bool(0.15) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(b'&');
+            }
+            out.extend(name.as_bytes());
+            out.push(b'=');
+            let value = self.value();
+            out.extend(self.encode(&value, raw_ok));
+        }
+        out
+    }
+
     fn content_type(&mut self) -> Option<&'static str> {
         *self.pick(&[
             Some("application/x-www-form-urlencoded"),
@@ -741,7 +761,11 @@ async fn every_parser_answers_in_its_format_and_never_5xx(db: Db) {
             let mut req;
             match endpoint.body {
                 Body::Query => {
-                    payload = gen.form(endpoint.names, false);
+                    payload = if gen.rng.gen_bool(0.3) {
+                        gen.complete_form(endpoint.names, false, &[])
+                    } else {
+                        gen.form(endpoint.names, false)
+                    };
                     // The longest URI a client can send (http::Uri).
                     payload.truncate(60_000);
                     if !payload.is_empty() || gen.rng.gen_bool(0.5) {
@@ -751,15 +775,24 @@ async fn every_parser_answers_in_its_format_and_never_5xx(db: Db) {
                     req = http.request(endpoint.method.clone(), &url);
                 }
                 Body::Form => {
-                    payload = gen.form(endpoint.names, true);
-                    // The real pending id and CSRF token, sometimes.
-                    if gen.rng.gen_bool(0.4) && !pending.is_empty() {
+                    let well_formed = gen.rng.gen_bool(0.4);
+                    payload = if well_formed {
+                        // The real pending id and CSRF token, with this
+                        // browser's cookies, and the other fields once.
                         let mut good = format!("pending={pending}&csrf={csrf}&").into_bytes();
-                        good.extend(&payload);
-                        payload = good;
-                    }
+                        good.extend(gen.complete_form(endpoint.names, true, &["pending", "csrf"]));
+                        good
+                    } else {
+                        gen.form(endpoint.names, true)
+                    };
+                    let http = if well_formed { &browser.http } else { http };
                     req = http.request(endpoint.method.clone(), &url);
-                    if let Some(ct) = gen.content_type() {
+                    let ct = if well_formed && gen.rng.gen_bool(0.8) {
+                        Some("application/x-www-form-urlencoded")
+                    } else {
+                        gen.content_type()
+                    };
+                    if let Some(ct) = ct {
                         req = req.header("content-type", ct);
                     }
                     req = req.body(payload.clone());
