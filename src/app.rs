@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::endpoints;
-use crate::http::{source, TrustedProxies};
+use crate::http::{path, source, TrustedProxies};
 use crate::keys::Kek;
 use crate::store::DynStore;
 use crate::tenants::{Tenant, TenantError, TenantRegistry};
@@ -193,6 +193,7 @@ pub fn router(app: AppState) -> Router {
             app.clone(),
             source::set_source_addr,
         ))
+        .layer(axum::middleware::from_fn(path::refuse_malformed_path))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -54,6 +54,14 @@ pub struct ChooserPage<'a> {
     pub options: Vec<ChooserOption>,
 }
 
+/// A scope on the consent page, with the resource it is for when the
+/// request names several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeLine {
+    pub scope: String,
+    pub resource: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "consent.html")]
 pub struct ConsentPage<'a> {
@@ -64,8 +72,8 @@ pub struct ConsentPage<'a> {
     /// The user code, when this consent connects a device (RFC 8628).
     pub device_code: Option<&'a str>,
     pub dynamic: bool,
-    pub new_scopes: Vec<String>,
-    pub already_granted: Vec<String>,
+    pub new_scopes: Vec<ScopeLine>,
+    pub already_granted: Vec<ScopeLine>,
     pub resources: &'a [String],
     pub action: &'a str,
     pub pending: &'a str,

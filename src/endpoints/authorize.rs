@@ -73,7 +73,9 @@ async fn run(app: AppState, tenant: TenantCtx, headers: HeaderMap, params: Param
         Ok(r) => r,
         Err(e) => return pages::error_page(&e),
     };
-    // 3. Everything else, errors now redirected back with state and iss.
+    // 3. Everything else. Errors are redirected back with state and iss
+    // only to a redirect URI an administrator vouched for; before the user
+    // signed in, a self-registered client's get a page (RFC 9700 §4.11.2).
     let req = match authorization_request::validate(&params, &client, &tenant, redirect_uri, sent) {
         Ok(r) => r,
         Err(AuthorizeError::Page(e)) => return pages::error_page(&e),
@@ -86,15 +88,18 @@ async fn run(app: AppState, tenant: TenantCtx, headers: HeaderMap, params: Param
 
     let session = match current_session(&app, &tenant, &headers).await {
         Ok(s) => s,
-        Err(e) => return flow::error_redirect(&tenant, &back, &e),
+        Err(e) => return flow::early_error(&tenant, &client, &back, &e),
     };
     let now = app.now();
     let session = session.filter(|(_, data)| {
         !req.prompt.login && req.max_age.is_none_or(|max| now - data.auth_time <= max)
     });
     if session.is_none() && req.prompt.none {
-        return flow::error_redirect(
+        // Nobody signed in, so nobody approved the client: only a trusted
+        // redirect URI hears about it.
+        return flow::early_error(
             &tenant,
+            &client,
             &back,
             &OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in"),
         );
@@ -103,7 +108,7 @@ async fn run(app: AppState, tenant: TenantCtx, headers: HeaderMap, params: Param
     let (browser, set_flow_cookie) = browser_token(&app, &headers);
     let (handle, pending) = match flow::create_pending(&app, &tenant, req, &browser).await {
         Ok(p) => p,
-        Err(e) => return flow::error_redirect(&tenant, &back, &e),
+        Err(e) => return flow::early_error(&tenant, &client, &back, &e),
     };
     let res = match session {
         Some(session) => {

@@ -8,6 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::OnceLock;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Form, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -193,10 +194,14 @@ pub async fn show(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
-    Query(q): Query<ShowQuery>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Response {
     let (browser, set_cookie) = browser_token(&app, &headers);
-    let prefill = q.user_code.unwrap_or_default();
+    // A malformed query only loses the code to fill in.
+    let prefill = query
+        .ok()
+        .and_then(|Query(q)| q.user_code)
+        .unwrap_or_default();
     let prefill: String = prefill
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')

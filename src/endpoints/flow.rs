@@ -7,16 +7,17 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::oauth::authorization_request::{AuthorizationRequest, ErrorRedirect};
+use crate::oauth::authorization_request::{
+    redirect_uri_trusted, AuthorizationRequest, ErrorRedirect,
+};
 use crate::oauth::client_auth::Client;
+use crate::oauth::consent::{self, ConsentItem, ConsentItems};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::redirect_uri;
-use crate::pages::{self, ConsentPage};
+use crate::pages::{self, ConsentPage, ScopeLine};
 use crate::store::{CodeRecord, GrantRecord, HandleRecord, SessionRecord};
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, hash_str, random_id, Handle};
@@ -288,36 +289,27 @@ pub async fn start_session(
     ))
 }
 
-/// Consent is remembered per subject and client as a set of items: the
-/// scopes, and each resource as `resource:<uri>`. Stored as a JSON array
-/// (resource URIs can be longer than a scope token may be).
-type ConsentSet = BTreeSet<String>;
-
-fn consent_items(req: &AuthorizationRequest) -> ConsentSet {
-    req.scope
-        .iter()
-        .map(str::to_string)
-        .chain(req.resources.iter().map(|r| format!("resource:{r}")))
-        .collect()
-}
-
+/// Consent is remembered per subject and client, as items per
+/// (resource, scope) and the user scopes per client (`oauth::consent`).
 async fn granted_consent(
     app: &AppState,
     tenant: &Tenant,
     subject: &str,
     client_id: &str,
-) -> OAuthResult<ConsentSet> {
+) -> OAuthResult<ConsentItems> {
     Ok(app
         .store
         .get_consent(&tenant.id, subject, client_id)
         .await?
-        .and_then(|s| serde_json::from_str(&s).ok())
+        .map(|s| consent::decode(&s))
         .unwrap_or_default())
 }
 
 pub struct ConsentNeed {
-    pub new_items: ConsentSet,
-    pub granted: ConsentSet,
+    /// Items this request asks for that the user has not allowed yet.
+    pub new_items: ConsentItems,
+    /// Everything the user allowed this client before.
+    pub granted: ConsentItems,
 }
 
 pub async fn consent_needed(
@@ -328,7 +320,7 @@ pub async fn consent_needed(
     req: &AuthorizationRequest,
 ) -> OAuthResult<Option<ConsentNeed>> {
     let granted = granted_consent(app, tenant, subject, &client.client_id).await?;
-    let wanted = consent_items(req);
+    let wanted = consent::requested_items(tenant, req);
     // Admin-configured first-party clients may skip consent; a client that
     // registered itself never may (MCP's confused-deputy rule).
     let skip = client.meta.skip_consent && !client.meta.dynamic;
@@ -350,12 +342,33 @@ pub async fn remember_consent(
     req: &AuthorizationRequest,
 ) -> OAuthResult<()> {
     let mut all = granted_consent(app, tenant, subject, client_id).await?;
-    all.extend(consent_items(req));
-    let json = serde_json::to_string(&all).map_err(|e| OAuthError::server_error(e.to_string()))?;
+    all.extend(consent::requested_items(tenant, req));
+    let json = consent::encode(&all).map_err(|e| OAuthError::server_error(e.to_string()))?;
     app.store
         .put_consent(&tenant.id, subject, client_id, &json, app.now())
         .await?;
     Ok(())
+}
+
+/// The consent page's lines for `items`: each scope once, with the
+/// resource it is for when the request names several.
+fn scope_lines<'a>(
+    items: impl IntoIterator<Item = &'a ConsentItem>,
+    req: &AuthorizationRequest,
+) -> Vec<ScopeLine> {
+    let several = req.resources.len() > 1;
+    let mut lines: Vec<ScopeLine> = Vec::new();
+    for item in items {
+        let Some(scope) = item.scope() else { continue };
+        let line = ScopeLine {
+            scope: scope.to_string(),
+            resource: item.resource().filter(|_| several).map(str::to_string),
+        };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    lines
 }
 
 /// RFC 6749 §4.1.2 / RFC 9207: redirect with `iss` always.
@@ -395,6 +408,22 @@ pub fn error_redirect(tenant: &Tenant, back: &ErrorRedirect, e: &OAuthError) -> 
     redirect_with(&back.redirect_uri, &pairs)
 }
 
+/// An error found before the user approved the client (signed in and
+/// consented, now or earlier): redirected to the client only when its
+/// redirect URI is trusted, else shown on a page (RFC 9700 §4.11.2).
+pub fn early_error(
+    tenant: &Tenant,
+    client: &Client,
+    back: &ErrorRedirect,
+    e: &OAuthError,
+) -> Response {
+    if redirect_uri_trusted(client) {
+        error_redirect(tenant, back, e)
+    } else {
+        pages::error_page(e)
+    }
+}
+
 fn back_of(req: &AuthorizationRequest) -> ErrorRedirect {
     ErrorRedirect {
         redirect_uri: req.redirect_uri.clone(),
@@ -416,22 +445,25 @@ pub async fn proceed(
     let subject = session.0.subject.clone();
     let need = match consent_needed(app, tenant, client, &subject, &req).await {
         Ok(n) => n,
-        Err(e) => return error_redirect(tenant, &back_of(&req), &e),
+        Err(e) => return early_error(tenant, client, &back_of(&req), &e),
     };
     match need {
-        Some(_) if req.prompt.none => {
+        Some(need) if req.prompt.none => {
             let _ = app
                 .store
                 .take_pending(&tenant.id, &handle.hash(), app.now())
                 .await;
-            error_redirect(
-                tenant,
-                &back_of(&req),
-                &OAuthError::new(
-                    crate::oauth::errors::ErrorCode::ConsentRequired,
-                    "the user has not yet allowed this",
-                ),
-            )
+            let e = OAuthError::new(
+                crate::oauth::errors::ErrorCode::ConsentRequired,
+                "the user has not yet allowed this",
+            );
+            // The user signed in; a redirect URI nobody else vouched for
+            // is trusted once this user allowed this client something.
+            if need.granted.is_empty() {
+                early_error(tenant, client, &back_of(&req), &e)
+            } else {
+                error_redirect(tenant, &back_of(&req), &e)
+            }
         }
         Some(need) => {
             pending.subject = Some(subject);
@@ -445,18 +477,8 @@ pub async fn proceed(
                 .clone()
                 .or(session.1.user.name.clone())
                 .unwrap_or_else(|| session.0.subject.clone());
-            let display = |set: &ConsentSet| -> Vec<String> {
-                set.iter()
-                    .filter(|s| !s.starts_with("resource:"))
-                    .cloned()
-                    .collect()
-            };
-            let already: ConsentSet = req
-                .scope
-                .iter()
-                .filter(|s| need.granted.contains(*s))
-                .map(str::to_string)
-                .collect();
+            let wanted = consent::requested_items(tenant, &req);
+            let already = scope_lines(wanted.intersection(&need.granted), &req);
             let action = tenant.endpoint("/consent");
             let csrf = csrf_token(browser, handle.expose());
             pages::render(
@@ -469,8 +491,8 @@ pub async fn proceed(
                         && redirect_uri::is_loopback_only(&req.redirect_uri),
                     device_code: req.device.as_ref().map(|d| d.user_code.as_str()),
                     dynamic: client.meta.dynamic,
-                    new_scopes: display(&need.new_items),
-                    already_granted: display(&already),
+                    new_scopes: scope_lines(&need.new_items, &req),
+                    already_granted: already,
                     resources: &req.resources,
                     action: &action,
                     pending: handle.expose(),

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -205,8 +206,13 @@ pub async fn show(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
-    Query(q): Query<ShowQuery>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Response {
+    let Ok(Query(q)) = query else {
+        return pages::error_page(&OAuthError::invalid_request(
+            "the sign-in link is incomplete; start again from the application",
+        ));
+    };
     let (handle, pending, browser) =
         match load_pending(&app, &tenant, &headers, &q.pending, None).await {
             Ok(p) => p,
@@ -315,8 +321,12 @@ pub async fn submit(
             Ok(p) => p,
             Err(page) => return page,
         };
+    // The form names the password connector it was shown for; anything
+    // else (empty, unknown, a redirect connector) is a bad request.
     let Some(connector) = password_connector(&tenant, form.connector.as_deref()) else {
-        return no_connector();
+        return pages::error_page(&OAuthError::invalid_request(
+            "that sign-in method does not exist or does not take a password; start again from the application",
+        ));
     };
     let client = match pending_client(&app, &tenant, &pending).await {
         Ok(c) => c,

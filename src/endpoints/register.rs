@@ -23,6 +23,7 @@ use serde_json::{json, Map, Value};
 use crate::config::validate_client;
 use crate::oauth::client_auth::Client;
 use crate::oauth::machine::check_machine_registration;
+use crate::oauth::params::has_control;
 use crate::oauth::registration::{self, MetadataError, Policy, RegisteredMetadata};
 use crate::store::{ClientRecord, RegistrationRecord, StoreError};
 use crate::tenants::{RegistrationMode, RegistrationPolicy, Tenant, TenantCtx};
@@ -96,6 +97,10 @@ impl From<MetadataError> for RegistrationError {
 
 impl From<StoreError> for RegistrationError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::UnstorableInput(_) = e {
+            tracing::warn!(error = %e, "input refused by the database");
+            return Self::invalid_metadata("the request holds a value that cannot be stored");
+        }
         tracing::error!(error = %e, "storage failure");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -306,7 +311,7 @@ fn path_client_id(params: &RawPathParams) -> Option<String> {
         .iter()
         .find(|(k, _)| *k == "client_id")
         .map(|(_, v)| v.to_string())
-        .filter(|id| !id.is_empty() && id.len() <= 255)
+        .filter(|id| !id.is_empty() && id.len() <= 255 && !has_control(id))
 }
 
 async fn hash_secret(secret: String) -> RegResult<String> {

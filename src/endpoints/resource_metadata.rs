@@ -3,21 +3,16 @@
 //! `WWW-Authenticate: Bearer resource_metadata="…"` at
 //! `{issuer}/resource-metadata?resource=<its resource URI>`.
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::oauth::errors::OAuthError;
+use crate::oauth::params::Params;
 use crate::oauth::resource;
 use crate::tenants::{Tenant, TenantCtx};
 use crate::AppState;
-
-#[derive(Deserialize)]
-pub struct MetadataQuery {
-    resource: Option<String>,
-}
 
 /// The document for one of the tenant's resources.
 pub fn document(tenant: &Tenant, uri: &str) -> Option<serde_json::Value> {
@@ -37,13 +32,17 @@ pub fn document(tenant: &Tenant, uri: &str) -> Option<serde_json::Value> {
 pub async fn resource_metadata(
     State(_app): State<AppState>,
     tenant: TenantCtx,
-    Query(q): Query<MetadataQuery>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(requested) = q.resource else {
+    let params = match Params::parse(query.unwrap_or_default().as_bytes(), &[]) {
+        Ok(p) => p,
+        Err(e) => return OAuthError::invalid_request(e.to_string()).into_response(),
+    };
+    let Some(requested) = params.get("resource") else {
         return OAuthError::invalid_request("missing required parameter 'resource'")
             .into_response();
     };
-    let found = resource::canonicalize(&requested)
+    let found = resource::canonicalize(requested)
         .ok()
         .and_then(|canon| document(&tenant, &canon));
     match found {

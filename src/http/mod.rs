@@ -2,6 +2,7 @@
 //! the source address (behind trusted proxies only), and (added here, not in
 //! endpoint files) request ids, tracing, limits and security headers.
 
+pub mod path;
 pub mod source;
 
 pub use source::{SourceAddr, TrustedProxies};

@@ -1,7 +1,10 @@
 //! The authorization request (RFC 6749 §4.1.1 with OAuth 2.1, RFC 7636,
 //! RFC 8707 and OIDC additions), validated by a list of small named checks
 //! in the order the specifications give. Until the client and its redirect
-//! URI are known good, errors must not redirect (RFC 6749 §4.1.2.1).
+//! URI are known good, errors must not redirect (RFC 6749 §4.1.2.1); for
+//! clients whose redirect URIs no administrator vouched for, not until the
+//! user approved the client either (RFC 9700 §4.11.2,
+//! [`redirect_uri_trusted`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -58,10 +61,22 @@ pub struct ErrorRedirect {
 /// A failure, with whether it may be sent back to the client.
 #[derive(Debug)]
 pub enum AuthorizeError {
-    /// Unknown client or untrusted redirect URI: show the user a page.
+    /// Unknown client, unregistered redirect URI, or a redirect URI nobody
+    /// vouched for ([`redirect_uri_trusted`]): show the user a page.
     Page(OAuthError),
     /// Safe to redirect with `error` (and `state`, `iss`).
     Redirect(OAuthError, ErrorRedirect),
+}
+
+/// RFC 9700 §4.11.2: whether an error found before the user approved the
+/// client may be sent to the client's redirect URI. Only an administrator
+/// vouches for redirect URIs (configured clients). A self-registered client
+/// (RFC 7591) or a Client ID Metadata Document names URIs nobody checked:
+/// redirecting errors there before the user signed in and approved the
+/// client would make Gatehouse an open redirector, so the error is shown to
+/// the user on a page instead.
+pub fn redirect_uri_trusted(client: &Client) -> bool {
+    !client.meta.dynamic
 }
 
 /// Steps 1-2: the client and the redirect URI. Nothing may redirect before
@@ -346,16 +361,18 @@ pub fn validate(
         prompt: Prompt::default(),
         max_age: None,
     };
-    for check in CHECKS {
-        check(params, client, tenant, &mut draft)
-            .map_err(|e| AuthorizeError::Redirect(e, back.clone()))?;
-    }
-    let missing = |what: &str| {
-        AuthorizeError::Redirect(
-            OAuthError::server_error(format!("{what} was not set")),
-            back.clone(),
-        )
+    // Every failure here is found before the user signed in.
+    let refuse = |e: OAuthError| {
+        if redirect_uri_trusted(client) {
+            AuthorizeError::Redirect(e, back.clone())
+        } else {
+            AuthorizeError::Page(e)
+        }
     };
+    for check in CHECKS {
+        check(params, client, tenant, &mut draft).map_err(refuse)?;
+    }
+    let missing = |what: &str| refuse(OAuthError::server_error(format!("{what} was not set")));
     Ok(AuthorizationRequest {
         client_id: client.client_id.clone(),
         redirect_uri,

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::client_metadata_document::{DocumentCache, LookupError};
 use super::errors::{OAuthError, OAuthResult};
-use super::params::Params;
+use super::params::{has_control, Params};
 use crate::store::{ClientRecord, DynStore, StoreError};
 use crate::tenants::{AuthMethod, ClientMetadata, Tenant};
 use crate::tokens::secret::argon2_verify;
@@ -93,6 +93,11 @@ impl ClientCache {
         tenant_id: &str,
         client_id: &str,
     ) -> Result<Option<Arc<Client>>, StoreError> {
+        // No client id holds a control character (the configuration and
+        // registration refuse them): never look one up.
+        if has_control(client_id) {
+            return Ok(None);
+        }
         let key = (tenant_id.to_string(), client_id.to_string());
         if let Some(c) = self.clients.get(&key).await {
             return Ok(Some(c));
@@ -117,6 +122,9 @@ impl ClientCache {
         tenant: &Tenant,
         client_id: &str,
     ) -> Result<Option<Arc<Client>>, LookupError> {
+        if has_control(client_id) {
+            return Ok(None);
+        }
         match self.find(store, &tenant.id, client_id).await? {
             Some(client) => Ok(Some(client)),
             None => Ok(self.documents.find(tenant, client_id).await?),
@@ -275,7 +283,7 @@ fn basic_credentials(headers: &HeaderMap) -> OAuthResult<Option<(String, String)
             .unwrap_or_default()
     };
     let (id, secret) = (unescape(id), unescape(secret));
-    if id.is_empty() {
+    if id.is_empty() || has_control(&id) || has_control(&secret) {
         return Err(OAuthError::invalid_client("malformed Basic credentials"));
     }
     Ok(Some((id, secret)))
@@ -450,6 +458,9 @@ async fn verify_assertion(
         return Err(fail("not yet valid"));
     }
     let jti = claims.jti.ok_or_else(|| fail("jti is required"))?;
+    if has_control(&jti) {
+        return Err(fail("jti holds a control character"));
+    }
     let scope = format!("client_assertion:{}", client.client_id);
     if !app
         .store

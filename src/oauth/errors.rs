@@ -172,6 +172,12 @@ fn sanitize(s: &str) -> String {
 
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::UnstorableInput(_) = e {
+            // Input that should have been refused earlier: the client's
+            // fault, not a database alarm.
+            tracing::warn!(error = %e, "input refused by the database");
+            return OAuthError::invalid_request("the request holds a value that cannot be used");
+        }
         tracing::error!(error = %e, "storage failure");
         OAuthError::unavailable()
     }

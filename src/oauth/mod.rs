@@ -4,6 +4,7 @@ pub mod audience;
 pub mod authorization_request;
 pub mod client_auth;
 pub mod client_metadata_document;
+pub mod consent;
 pub mod errors;
 pub mod machine;
 pub mod params;

@@ -7,6 +7,11 @@
 //!   endpoint declares repeatable (such as `resource`, RFC 8707 §2);
 //! * unknown parameters are kept but ignored by the endpoints.
 //!
+//! Names and values must not hold control characters (C0 including NUL,
+//! DEL, C1): no OAuth parameter, identifier or token has one, and NUL is
+//! refused by PostgreSQL, so such input is answered `invalid_request` here
+//! and never reaches the database (see [`has_control`]).
+//!
 //! Sizes are bounded so that a request cannot make the server do unbounded
 //! work: at most [`MAX_PARAMS`] parameters, names of at most
 //! [`MAX_NAME_LEN`] bytes and values of at most [`MAX_VALUE_LEN`] bytes
@@ -45,6 +50,9 @@ pub enum ParamError {
     /// A name or value is not UTF-8 once percent-decoded.
     #[error("the request parameters are not valid UTF-8")]
     InvalidUtf8,
+    /// A name or value holds a control character (holds the name).
+    #[error("parameter '{}' contains a control character", display_name(.0))]
+    ControlCharacter(String),
     /// The body is not `application/x-www-form-urlencoded`.
     #[error("the request body must be sent as application/x-www-form-urlencoded")]
     UnsupportedContentType,
@@ -91,6 +99,9 @@ impl Params {
                 return Err(ParamError::ValueTooLong(name));
             }
             let value = String::from_utf8(value).map_err(|_| ParamError::InvalidUtf8)?;
+            if has_control(&name) || has_control(&value) {
+                return Err(ParamError::ControlCharacter(name));
+            }
             if name.is_empty() || value.is_empty() {
                 continue;
             }
@@ -139,6 +150,14 @@ impl fmt::Debug for Params {
             .field("names", &self.map.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `s` holds a control character (C0 including NUL, DEL, C1). No
+/// client id, token, code, handle, URI or other protocol value has one;
+/// input that does is refused before any lookup (PostgreSQL refuses NUL in
+/// text, which would otherwise surface as a storage failure).
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 /// Checks a `Content-Type` header value for a form body:
@@ -393,6 +412,45 @@ mod tests {
     }
 
     #[test]
+    fn nul_in_a_value_is_refused() {
+        assert_eq!(
+            parse("client_id=a%00b"),
+            Err(ParamError::ControlCharacter("client_id".to_owned()))
+        );
+    }
+
+    #[test]
+    fn raw_control_characters_are_refused() {
+        for input in [&b"state=a\x01"[..], b"code=\x7f", b"x=\xc2\x85", b"a\x00=1"] {
+            assert!(
+                matches!(
+                    Params::parse(input, REPEATABLE),
+                    Err(ParamError::ControlCharacter(_))
+                ),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_newline_and_tab_are_refused() {
+        for input in ["state=a%0Ab", "scope=a%09b", "redirect_uri=x%0D"] {
+            assert!(
+                matches!(parse(input), Err(ParamError::ControlCharacter(_))),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn unicode_letters_are_not_control_characters() {
+        assert_eq!(
+            parse("login_hint=%C3%A9").unwrap().get("login_hint"),
+            Some("\u{e9}")
+        );
+    }
+
+    #[test]
     fn utf8_escape_is_decoded() {
         assert_eq!(parse("state=%C3%A9").unwrap().get("state"), Some("\u{e9}"));
     }
@@ -417,9 +475,18 @@ mod tests {
     }
 
     #[test]
-    fn repeated_name_with_control_characters_is_not_echoed() {
-        let err = parse("a%0A%22b=1&a%0A%22b=2").unwrap_err();
+    fn repeated_name_with_odd_characters_is_not_echoed() {
+        let err = parse("a%22%5Cb=1&a%22%5Cb=2").unwrap_err();
         assert_eq!(err.to_string(), "parameter 'a??b' was sent more than once");
+    }
+
+    #[test]
+    fn name_with_control_characters_is_not_echoed() {
+        let err = parse("a%0A%22b=1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parameter 'a??b' contains a control character"
+        );
     }
 
     #[test]
@@ -432,6 +499,7 @@ mod tests {
             ParamError::NameTooLong,
             ParamError::ValueTooLong(odd),
             ParamError::InvalidUtf8,
+            ParamError::ControlCharacter("a\u{0}b".to_owned()),
             ParamError::UnsupportedContentType,
         ] {
             let text = err.to_string();

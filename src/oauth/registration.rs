@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::params::has_control;
 use super::redirect_uri;
 use super::scope::ScopeSet;
 use crate::tenants::{
@@ -191,7 +192,8 @@ pub type Check = fn(&Map<String, Value>, &Policy<'_>, &mut Draft) -> MetadataRes
 /// The checks, in order: later ones read what earlier ones decided
 /// (response types follow grant types; the redirect URI rules follow the
 /// application type, which may be inferred from the redirect URIs).
-pub const CHECKS: [Check; 12] = [
+pub const CHECKS: [Check; 13] = [
+    check_no_control_characters,
     check_grant_types,
     check_response_types,
     check_auth_method,
@@ -205,6 +207,31 @@ pub const CHECKS: [Check; 12] = [
     check_contacts,
     check_software,
 ];
+
+/// No member name or string anywhere in the document may hold a control
+/// character (NUL included): none belongs in client metadata, and such
+/// input must not reach storage or the consent page.
+pub fn check_no_control_characters(
+    doc: &Map<String, Value>,
+    _: &Policy<'_>,
+    _: &mut Draft,
+) -> MetadataResult<()> {
+    fn clean(v: &Value) -> bool {
+        match v {
+            Value::String(s) => !has_control(s),
+            Value::Array(items) => items.iter().all(clean),
+            Value::Object(members) => members.iter().all(|(k, v)| !has_control(k) && clean(v)),
+            _ => true,
+        }
+    }
+    if doc.iter().all(|(k, v)| !has_control(k) && clean(v)) {
+        Ok(())
+    } else {
+        Err(MetadataError::metadata(
+            "the client metadata contains a control character",
+        ))
+    }
+}
 
 /// Validates a registration (or update) request body.
 pub fn validate(body: &Value, policy: &Policy<'_>) -> MetadataResult<RegisteredMetadata> {

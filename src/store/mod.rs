@@ -13,13 +13,38 @@ pub use sql::{connect, PostgresStore, SqliteStore};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database refused a value it cannot hold as text (PostgreSQL:
+    /// NUL, or bytes invalid in its encoding). Such input is refused before
+    /// it gets here (`oauth::params::has_control`); this is the last line,
+    /// so a missed case is a bad request, not a storage failure.
+    #[error("the database refused a value: {0}")]
+    UnstorableInput(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// PostgreSQL SQLSTATEs for text it cannot hold: `character_not_in_repertoire`
+/// (invalid byte sequence, e.g. NUL) and `untranslatable_character`
+/// (`\u0000` in JSON).
+const UNSTORABLE_TEXT: [&str; 2] = ["22021", "22P05"];
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let unstorable = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| UNSTORABLE_TEXT.contains(&code.as_ref()));
+        if unstorable {
+            StoreError::UnstorableInput(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
 }
 
 impl From<serde_json::Error> for StoreError {
