@@ -17,8 +17,9 @@ use tower_http::trace::TraceLayer;
 use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::endpoints;
-use crate::http::{source, TrustedProxies};
+use crate::http::{body_deadline, source, TrustedProxies};
 use crate::keys::Kek;
+use crate::limits::Limits;
 use crate::store::DynStore;
 use crate::tenants::{Tenant, TenantError, TenantRegistry};
 
@@ -41,6 +42,10 @@ pub struct Inner {
     pub secure_cookies: bool,
     /// Peers whose `X-Forwarded-For` is believed (see `http::source`).
     pub trusted_proxies: TrustedProxies,
+    /// Rate limits and throttles (per node, or shared through Redis).
+    pub limits: Limits,
+    /// Time allowed to read a request body (`http::body_deadline`).
+    pub body_timeout: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,6 +62,8 @@ impl AppState {
         kek: Kek,
         public_url: String,
         trusted_proxies: TrustedProxies,
+        limits: Limits,
+        body_timeout: Duration,
     ) -> Self {
         let secure_cookies = public_url.starts_with("https://");
         let audit = Audit::start(store.clone());
@@ -70,6 +77,8 @@ impl AppState {
             audit,
             secure_cookies,
             trusted_proxies,
+            limits,
+            body_timeout,
         }))
     }
 
@@ -187,6 +196,10 @@ pub fn router(app: AppState) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.body_timeout,
+            body_deadline::limit_body_time,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

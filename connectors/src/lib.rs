@@ -9,6 +9,7 @@ pub mod cognito;
 pub mod dev;
 pub mod entra;
 pub mod oidc;
+pub mod password;
 pub mod saml;
 #[cfg(any(test, feature = "test-idp"))]
 pub mod saml_test_idp;
@@ -124,6 +125,10 @@ pub enum ConnectorError {
     /// issuer, audience, time, nonce) or lacks the claims the connector needs.
     #[error("the identity provider's ID token or SAML assertion was rejected: {0}")]
     InvalidToken(String),
+    /// Too many password checks are under way on this node (see
+    /// [`password`]); the user may try again in a moment.
+    #[error("the server is too busy to check the password; try again shortly")]
+    Busy,
 }
 
 impl ConnectorError {
@@ -138,6 +143,7 @@ impl ConnectorError {
             ConnectorError::Refused(_) => "upstream_refused",
             ConnectorError::InvalidCallback(_) => "invalid_callback",
             ConnectorError::InvalidToken(_) => "invalid_id_token",
+            ConnectorError::Busy => "busy",
         }
     }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::token::{assertion_audiences, parse_form};
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::resource;
@@ -21,13 +22,14 @@ pub async fn introspect(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
+    source: SourceAddr,
     body: Body,
 ) -> Response {
     let body = match super::token::read_body(body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match run(&app, &tenant, &headers, &body).await {
+    match run(&app, &tenant, &headers, source, &body).await {
         Ok(v) => {
             let mut res = axum::Json(v).into_response();
             res.headers_mut()
@@ -83,6 +85,7 @@ async fn run(
     app: &AppState,
     tenant: &Tenant,
     headers: &HeaderMap,
+    source: SourceAddr,
     body: &[u8],
 ) -> OAuthResult<serde_json::Value> {
     let params = parse_form(headers, body, &[])?;
@@ -90,6 +93,7 @@ async fn run(
         app,
         tenant,
         headers,
+        source,
         &params,
         &assertion_audiences(tenant, "/introspect"),
     )

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::grants;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::{check_form_content_type, Params};
@@ -95,13 +96,14 @@ pub async fn token(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
+    source: SourceAddr,
     body: Body,
 ) -> Response {
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match run(&app, &tenant, &headers, &body).await {
+    match run(&app, &tenant, &headers, source, &body).await {
         Ok(res) => res.into_response(),
         Err(e) => e.into_response(),
     }
@@ -111,6 +113,7 @@ async fn run(
     app: &AppState,
     tenant: &Tenant,
     headers: &HeaderMap,
+    source: SourceAddr,
     body: &[u8],
 ) -> OAuthResult<TokenResponse> {
     let params = parse_form(headers, body, &["resource"])?;
@@ -128,6 +131,7 @@ async fn run(
         app,
         tenant,
         headers,
+        source,
         &params,
         &assertion_audiences(tenant, "/token"),
     )
