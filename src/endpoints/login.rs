@@ -338,8 +338,7 @@ pub async fn submit(
             status,
         )
     };
-    let (attempt, slot) = match check_login_throttle(&app, &tenant, &form.username, source).await
-    {
+    let attempt = match check_login_throttle(&app, &tenant, &form.username, source).await {
         Ok(a) => a,
         Err(t) => {
             let minutes = t.retry_after.div_ceil(60);
@@ -355,7 +354,6 @@ pub async fn submit(
     let result = connector
         .password_login(&form.username, &form.password)
         .await;
-    drop(slot);
     let identity = match result {
         Ok(identity) => {
             attempt.succeeded(&app).await;
@@ -396,11 +394,9 @@ async fn check_login_throttle(
     tenant: &Tenant,
     username: &str,
     source: SourceAddr,
-) -> Result<(throttle::Attempt, throttle::Slot), throttle::Throttled> {
+) -> Result<throttle::Attempt, throttle::Throttled> {
     let account = username.trim().to_lowercase();
-    let attempt = throttle::begin(app, tenant, throttle::Kind::Login, &account, source).await?;
-    let slot = attempt.hashing_slot(app, tenant).await?;
-    Ok((attempt, slot))
+    throttle::begin(app, tenant, throttle::Kind::Login, &account, source).await
 }
 
 fn with_retry_after(mut res: Response, seconds: u64) -> Response {

@@ -16,13 +16,13 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::validate_client;
+use crate::http::SourceAddr;
+use crate::limits::source_key;
+use crate::limits::throttle::{self, Kind};
 use crate::oauth::client_auth::Client;
 use crate::oauth::registration::{self, MetadataError, Policy, RegisteredMetadata};
 use crate::store::{ClientRecord, RegistrationRecord, StoreError};
 use crate::tenants::{RegistrationMode, Tenant, TenantCtx};
-use crate::http::SourceAddr;
-use crate::limits::source_key;
-use crate::limits::throttle::{self, Kind};
 use crate::tokens::secret::{ct_eq, hash_str, random_id, Handle};
 use crate::AppState;
 

@@ -165,6 +165,8 @@ pub struct Attempt {
     all: String,
     source: SourceAddr,
     had_failures: bool,
+    /// Held from the check to the outcome (sign-in).
+    slot: Option<Slot>,
 }
 
 fn keys(kind: Kind, tenant: &Tenant, who: &str, source: SourceAddr) -> (String, String, String) {
@@ -226,6 +228,13 @@ pub async fn begin(
     let limits: &Limits = &app.limits;
     let s = limits.settings;
     let (pair, source_k, all) = keys(kind, tenant, who, source);
+    // A password is always hashed: take the source's place first, so that
+    // at most `max_in_flight_per_source` attempts are between the check
+    // below and their outcome (the overshoot a concurrent burst can get).
+    let slot = match kind {
+        Kind::Login => Some(enter(app, tenant, (kind, who, source)).await?),
+        Kind::ClientAuth => None,
+    };
     let by_source = limits.peek(&source_k).await;
     if by_source.count >= s.max_failures_per_source {
         let why = (
@@ -258,28 +267,46 @@ pub async fn begin(
         source_key: source_k,
         all,
         source,
+        slot,
     })
 }
 
-impl Attempt {
-    /// A place among the hashes this node runs for this source: at most
-    /// `max_in_flight_per_source` at once (429, `Retry-After: 1` beyond).
-    /// Hold it while hashing.
-    pub async fn hashing_slot(&self, app: &AppState, tenant: &Tenant) -> Result<Slot, Throttled> {
-        let src = source_key(self.source);
-        match app.limits.in_flight.enter(&src) {
-            Some(slot) => Ok(slot),
-            None => {
-                let key = format!("{}:inflight:{src}", self.kind.prefix());
-                let why = (
-                    1,
-                    "Too many attempts at once from this address.",
-                    "in_flight",
-                    key.as_str(),
-                );
-                Err(refuse(app, tenant, (self.kind, &self.who, self.source), why).await)
-            }
+async fn enter(
+    app: &AppState,
+    tenant: &Tenant,
+    (kind, who, source): (Kind, &str, SourceAddr),
+) -> Result<Slot, Throttled> {
+    let src = source_key(source);
+    match app.limits.in_flight.enter(&src) {
+        Some(slot) => Ok(slot),
+        None => {
+            let key = format!("{}:inflight:{src}", kind.prefix());
+            let why = (
+                1,
+                "Too many attempts at once from this address.",
+                "in_flight",
+                key.as_str(),
+            );
+            Err(refuse(app, tenant, (kind, who, source), why).await)
         }
+    }
+}
+
+impl Attempt {
+    /// A place among the checks this node runs for this source: at most
+    /// `max_in_flight_per_source` at once (429, `Retry-After: 1` beyond).
+    /// Hold it while hashing. (A sign-in attempt holds one from `begin`.)
+    pub async fn hashing_slot(
+        &self,
+        app: &AppState,
+        tenant: &Tenant,
+    ) -> Result<Option<Slot>, Throttled> {
+        if self.slot.is_some() {
+            return Ok(None);
+        }
+        enter(app, tenant, (self.kind, &self.who, self.source))
+            .await
+            .map(Some)
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use gatehouse_connectors::password::{self, Busy};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -15,15 +16,14 @@ use moka::future::Cache;
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::Sha256;
-use gatehouse_connectors::password::{self, Busy};
 
 use super::client_metadata_document::{DocumentCache, LookupError};
 use super::errors::{ErrorCode, OAuthError, OAuthResult};
 use super::params::Params;
-use crate::store::{ClientRecord, DynStore, StoreError};
-use crate::tenants::{AuthMethod, ClientMetadata, Tenant};
 use crate::http::SourceAddr;
 use crate::limits::throttle::{self, Kind, Throttled};
+use crate::store::{ClientRecord, DynStore, StoreError};
+use crate::tenants::{AuthMethod, ClientMetadata, Tenant};
 
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -370,7 +370,7 @@ async fn check_client(
             let _slot = if app.clients.verified_recently(&client, &secret).await {
                 None
             } else {
-                Some(attempt.hashing_slot(app, tenant).await.map_err(throttled)?)
+                attempt.hashing_slot(app, tenant).await.map_err(throttled)?
             };
             if !app
                 .clients

@@ -110,6 +110,8 @@ pub struct Server {
     pub clock_file: PathBuf,
     pg_name: Option<String>,
     child: Option<Child>,
+    /// Environment added to the server's (and CLI commands').
+    extra_env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -183,6 +185,11 @@ impl Server {
     }
 
     pub async fn start_with(db: Db, config: &str) -> Server {
+        Self::start_with_env(db, config, &[]).await
+    }
+
+    /// Like `start_with`, with environment variables for the server.
+    pub async fn start_with_env(db: Db, config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -213,6 +220,44 @@ impl Server {
             clock_file,
             pg_name,
             child: None,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// A second node of `first`'s deployment: same database, data
+    /// directory (key-encryption key) and configuration, its own port, with
+    /// `env` for the server.
+    pub async fn start_sharing(first: &Server, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("gatehouse.toml");
+        std::fs::copy(&first.config_path, &config_path).expect("copy config");
+        let clock_file = dir.path().join("clock-offset");
+        std::fs::write(&clock_file, "0").expect("write clock");
+        let port = free_port();
+        let mut extra_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        extra_env.push((
+            "GATEHOUSE_DATA_DIR".into(),
+            first.dir.path().join("data").display().to_string(),
+        ));
+        let mut server = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            db: first.db,
+            dir,
+            database_url: first.database_url.clone(),
+            config_path,
+            clock_file,
+            pg_name: None,
+            child: None,
+            extra_env,
         };
         server.spawn().await;
         server
@@ -226,6 +271,9 @@ impl Server {
             .env("GATEHOUSE_DATABASE_URL", &self.database_url)
             .env("GATEHOUSE_CONFIG", &self.config_path)
             .env("GATEHOUSE_LOG", "warn");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
         cmd
     }
 
