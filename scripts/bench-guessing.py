@@ -48,10 +48,15 @@ token_endpoint_auth_method = "none"
 
 [[tenants.clients]]
 client_id = "svc"
-secret = "right-secret"
+secret = "right-secret-0123456789"
 grant_types = ["client_credentials"]
 token_endpoint_auth_method = "client_secret_basic"
 """
+
+
+import base64 as _b64
+import hashlib as _hashlib
+CHALLENGE = _b64.urlsafe_b64encode(_hashlib.sha256(b"bench-verifier").digest()).rstrip(b"=").decode()
 
 
 def free_port():
@@ -97,7 +102,7 @@ async def request(port, method, path, body=b"", headers=None, source="127.0.0.1"
 async def login_form(port, source):
     q = urllib.parse.urlencode({
         "response_type": "code", "client_id": "demo-public",
-        "redirect_uri": "http://127.0.0.1/callback", "code_challenge": "x" * 43,
+        "redirect_uri": "http://127.0.0.1/callback", "code_challenge": CHALLENGE,
         "code_challenge_method": "S256", "resource": "http://127.0.0.1:8765/mcp",
         "scope": "mcp:read", "state": "s",
     })
@@ -181,7 +186,7 @@ async def main():
         attack = asyncio.ensure_future(burst(args.secrets, lambda: secret(port, "wrong", "127.0.0.1")))
         await asyncio.sleep(0.3)
         t = time.monotonic()
-        status, _, _ = await secret(port, "right-secret", "127.0.0.2")
+        status, _, _ = await secret(port, "right-secret-0123456789", "127.0.0.2")
         took = time.monotonic() - t
         print(f"secret burst: {args.secrets} concurrent wrong secrets -> {dict(await attack)}")
         print(f"right secret from 127.0.0.2 during the burst: HTTP {status} in {took:.3f} s")
