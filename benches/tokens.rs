@@ -109,7 +109,7 @@ fn client_secrets(c: &mut Criterion) {
         })
     });
     let cache = ClientCache::new(Duration::from_secs(60));
-    rt.block_on(cache.verify_secret(&client, secret));
+    let _ = rt.block_on(cache.verify_secret(&client, secret));
     group.bench_function("verify_cached", |b| {
         b.iter(|| rt.block_on(cache.verify_secret(&client, secret)))
     });

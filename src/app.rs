@@ -17,8 +17,9 @@ use tower_http::trace::TraceLayer;
 use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::endpoints;
-use crate::http::{path, source, TrustedProxies};
+use crate::http::{body_deadline, path, source, TrustedProxies};
 use crate::keys::Kek;
+use crate::limits::Limits;
 use crate::store::DynStore;
 use crate::tenants::{Tenant, TenantError, TenantRegistry};
 
@@ -41,6 +42,10 @@ pub struct Inner {
     pub secure_cookies: bool,
     /// Peers whose `X-Forwarded-For` is believed (see `http::source`).
     pub trusted_proxies: TrustedProxies,
+    /// Rate limits and throttles (per node, or shared through Redis).
+    pub limits: Limits,
+    /// Time allowed to read a request body (`http::body_deadline`).
+    pub body_timeout: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -50,17 +55,25 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// How the node meets the outside world: which proxies it believes, where
+/// security events go, the limits store and how long a body may take.
+pub struct EdgeSettings {
+    pub trusted_proxies: TrustedProxies,
+    pub security_webhook: Option<crate::audit::webhook::WebhookConfig>,
+    pub limits: Limits,
+    pub body_timeout: Duration,
+}
+
 impl AppState {
     pub fn new(
         store: DynStore,
         clock: Clock,
         kek: Kek,
         public_url: String,
-        trusted_proxies: TrustedProxies,
-        security_webhook: Option<crate::audit::webhook::WebhookConfig>,
+        edge: EdgeSettings,
     ) -> Self {
         let secure_cookies = public_url.starts_with("https://");
-        let audit = Audit::start(store.clone(), security_webhook);
+        let audit = Audit::start(store.clone(), edge.security_webhook);
         AppState(Arc::new(Inner {
             store,
             clock,
@@ -70,7 +83,9 @@ impl AppState {
             clients: crate::oauth::client_auth::ClientCache::new(CACHE_TTL),
             audit,
             secure_cookies,
-            trusted_proxies,
+            trusted_proxies: edge.trusted_proxies,
+            limits: edge.limits,
+            body_timeout: edge.body_timeout,
         }))
     }
 
@@ -188,6 +203,10 @@ pub fn router(app: AppState) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.body_timeout,
+            body_deadline::limit_body_time,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

@@ -105,6 +105,55 @@ pub struct ServeArgs {
     /// Testing only: a file holding a number of seconds to add to the clock.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK_FILE", hide = true)]
     pub test_clock_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub protection: ProtectionArgs,
+}
+
+/// Limits that protect the node: connections, timeouts, throttles, hashing.
+#[derive(Args, Debug, Clone)]
+pub struct ProtectionArgs {
+    /// redis://… : rate limits and throttles are shared by every node
+    /// through it (per node in memory without it).
+    #[arg(long, env = "GATEHOUSE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key Gatehouse writes.
+    #[arg(long, env = "GATEHOUSE_REDIS_PREFIX", default_value = "gatehouse:")]
+    pub redis_prefix: String,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "GATEHOUSE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Seconds a connection has to send a complete request head (also the
+    /// idle time allowed between HTTP/1 keep-alive requests).
+    #[arg(long, env = "GATEHOUSE_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a whole request body.
+    #[arg(long, env = "GATEHOUSE_BODY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout: u64,
+    /// Seconds between HTTP/2 keep-alive pings on idle connections.
+    #[arg(long, env = "GATEHOUSE_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+    /// Seconds failed sign-ins and client authentications are counted for.
+    #[arg(long, env = "GATEHOUSE_THROTTLE_WINDOW", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub throttle_window: u64,
+    /// Failures of one account or client from one address per window
+    /// before further attempts are refused (429).
+    #[arg(long, env = "GATEHOUSE_MAX_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_failures: u64,
+    /// Failures from one address (any accounts or clients) per window
+    /// before further attempts are refused (429).
+    #[arg(long, env = "GATEHOUSE_MAX_FAILURES_PER_SOURCE", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_failures_per_source: u64,
+    /// Failures (of one address, or of one account from anywhere) per
+    /// window that raise a `*_failure_burst` security event.
+    #[arg(long, env = "GATEHOUSE_FAILURE_ALERT_THRESHOLD", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub failure_alert_threshold: u64,
+    /// Password and secret hashes computed at once (default: CPUs, at most 8).
+    #[arg(long, env = "GATEHOUSE_HASH_THREADS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub hash_threads: Option<u32>,
+    /// Hashes that may wait for a thread; beyond, requests are answered
+    /// 503 at once.
+    #[arg(long, env = "GATEHOUSE_HASH_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub hash_queue: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -563,13 +612,19 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("--listen: cannot bind {}", settings.listen))?;
     check_domains(&store, Some(&public_url), None).await?;
+    let p = &args.protection;
+    let limits = protection_limits(p).await?;
     let app = crate::AppState::new(
         store.clone(),
         clock.clone(),
         kek,
         public_url.clone(),
-        args.trusted_proxies.clone(),
-        security_webhook,
+        crate::app::EdgeSettings {
+            trusted_proxies: args.trusted_proxies.clone(),
+            security_webhook,
+            limits,
+            body_timeout: Duration::from_secs(p.body_timeout),
+        },
     );
     for t in store.list_tenants().await? {
         // Fail at start, not on the first request, if a tenant cannot load.
@@ -580,6 +635,12 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         for relaxation in tenant.relaxations() {
             tracing::warn!(tenant = %tenant.id, "{relaxation}");
         }
+        if tenant.settings.registration.trust_forwarded_for {
+            tracing::warn!(
+                tenant = %t.id,
+                "registration.trust_forwarded_for is deprecated and ignored: X-Forwarded-For is believed only from GATEHOUSE_TRUSTED_PROXIES"
+            );
+        }
     }
     spawn_purger(store.clone(), clock);
     tracing::info!(listen = %settings.listen, issuer = %public_url, database = store.backend(), "gatehouse is serving");
@@ -588,14 +649,95 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         settings.listen,
         issuer_for(&public_url, DEFAULT_TENANT)
     );
-    axum::serve(
+    let connections = crate::http::serve::ConnectionLimits {
+        max_connections: connection_budget(p.max_connections as usize),
+        header_timeout: Duration::from_secs(p.header_timeout),
+        idle_timeout: Duration::from_secs(p.idle_timeout),
+    };
+    crate::http::serve::serve(
         listener,
-        crate::app::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        crate::app::router(app),
+        connections,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server error")?;
+    .await;
     Ok(())
+}
+
+/// The hashing pool and the limits store, from the settings.
+async fn protection_limits(p: &ProtectionArgs) -> Result<crate::limits::Limits> {
+    use crate::limits::{redis::RedisStore, Limits, ThrottleSettings};
+    use gatehouse_connectors::password::{self, PoolSettings};
+    let mut pool = PoolSettings {
+        max_waiting: p.hash_queue as usize,
+        ..PoolSettings::default()
+    };
+    if let Some(t) = p.hash_threads {
+        pool.threads = t as usize;
+    }
+    password::configure(pool);
+    let throttle = ThrottleSettings {
+        window: Duration::from_secs(p.throttle_window),
+        max_failures: p.max_failures,
+        max_failures_per_source: p.max_failures_per_source,
+        burst_threshold: p.failure_alert_threshold,
+        free_failures: ThrottleSettings::default()
+            .free_failures
+            .min(p.max_failures),
+        ..ThrottleSettings::default()
+    };
+    let Some(url) = p.redis_url.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(Limits::memory(throttle));
+    };
+    let store = RedisStore::new(url, &p.redis_prefix).map_err(|e| anyhow!(e))?;
+    match store.ping().await {
+        Ok(()) => tracing::info!("limits are shared through Redis"),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is unreachable; limits count in this node's memory until it is back")
+        }
+    }
+    Ok(Limits::redis(store, throttle))
+}
+
+/// Raises the open-file limit as far as allowed, and keeps the connection
+/// limit under it (with room for the database, logs and the listener), so
+/// a flood of connections cannot take the descriptors `/healthz` and the
+/// database need.
+fn connection_budget(wanted: usize) -> usize {
+    const RESERVED: u64 = 128;
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct given.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+        if ok {
+            let need = wanted as u64 + RESERVED;
+            if lim.rlim_cur < need && lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: need.min(lim.rlim_max),
+                    rlim_max: lim.rlim_max,
+                };
+                // SAFETY: as above.
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                    lim.rlim_cur = raised.rlim_cur;
+                }
+            }
+            if lim.rlim_cur < need {
+                let fit = lim.rlim_cur.saturating_sub(RESERVED).max(16) as usize;
+                tracing::warn!(
+                    wanted,
+                    serving = fit,
+                    open_file_limit = lim.rlim_cur,
+                    "GATEHOUSE_MAX_CONNECTIONS is above what the open-file limit allows; serving fewer (raise LimitNOFILE / ulimit -n)"
+                );
+                return fit.min(wanted);
+            }
+        }
+    }
+    wanted
 }
 
 fn spawn_purger(store: DynStore, clock: Clock) {

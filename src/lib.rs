@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod grants;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod oauth;
 pub mod pages;
 pub mod store;

@@ -662,11 +662,14 @@ async fn registrations_per_address_are_limited(db: Db) {
         .assert_error(429, "temporarily_unavailable", "untrusted X-Forwarded-For");
 }
 
-/// Behind a trusted proxy, each forwarded address has its own allowance.
+/// Behind a trusted proxy (GATEHOUSE_TRUSTED_PROXIES), each forwarded
+/// address has its own allowance. (The deprecated per-tenant
+/// `trust_forwarded_for`, which believed the header from anyone, is ignored.)
 async fn trusted_forwarded_for_limits_each_address(db: Db) {
-    let server = Server::start_with(
+    let server = Server::start_with_env(
         db,
         &registration_config("per_ip_per_minute = 2\ntrust_forwarded_for = true"),
+        &[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1")],
     )
     .await;
     let body = public_client_metadata().to_string();

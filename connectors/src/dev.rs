@@ -2,8 +2,6 @@
 //! Passwords are configured only as argon2 hashes. It exists for local
 //! development and tests and says so loudly when enabled.
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use argon2::Argon2;
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -37,9 +35,9 @@ impl DevConnector {
         users: Vec<DevUser>,
     ) -> Result<Self, ConnectorError> {
         for user in &users {
-            PasswordHash::new(&user.password_hash).map_err(|e| {
+            crate::password::check_phc(&user.password_hash).map_err(|e| {
                 ConnectorError::Config(format!(
-                    "password_hash of dev user '{}' is not an argon2 PHC string: {e}",
+                    "password_hash of dev user '{}' is not a usable argon2 PHC string: {e}",
                     user.email
                 ))
             })?;
@@ -54,15 +52,6 @@ impl DevConnector {
             users,
             decoy_hash,
         })
-    }
-}
-
-fn verify(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
     }
 }
 
@@ -98,9 +87,11 @@ impl Connector for DevConnector {
             Some(u) => (u.password_hash.clone(), Some(u.clone())),
             None => (self.decoy_hash.clone(), None),
         };
-        let password = password.to_string();
-        // argon2 is deliberately slow; keep it off the async executor.
-        let ok = tokio_spawn_blocking(move || verify(&password, &hash)).await;
+        // argon2 is deliberately slow and memory-hard: it runs on the
+        // process's bounded hashing pool, never on the async executor.
+        let ok = crate::password::verify(password, &hash)
+            .await
+            .map_err(|_| ConnectorError::Busy)?;
         match (ok, user) {
             (true, Some(user)) => Ok(Identity {
                 connector_id: self.id.clone(),
@@ -117,14 +108,11 @@ impl Connector for DevConnector {
     }
 }
 
-async fn tokio_spawn_blocking<F: FnOnce() -> bool + Send + 'static>(f: F) -> bool {
-    tokio::task::spawn_blocking(f).await.unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    use argon2::Argon2;
 
     fn hash(p: &str) -> String {
         let salt = SaltString::generate(&mut OsRng);

@@ -9,6 +9,7 @@ pub mod cognito;
 pub mod dev;
 pub mod entra;
 pub mod oidc;
+pub mod password;
 pub mod saml;
 #[cfg(any(test, feature = "test-idp"))]
 pub mod saml_test_idp;
@@ -129,6 +130,10 @@ pub enum ConnectorError {
     /// access token's `client_id`, is not mapped to the presenting client).
     #[error("the token was issued to another client: {0}")]
     OtherClient(String),
+    /// Too many password checks are under way on this node (see
+    /// [`password`]); the user may try again in a moment.
+    #[error("the server is too busy to check the password; try again shortly")]
+    Busy,
 }
 
 impl ConnectorError {
@@ -144,6 +149,7 @@ impl ConnectorError {
             ConnectorError::InvalidCallback(_) => "invalid_callback",
             ConnectorError::InvalidToken(_) => "invalid_id_token",
             ConnectorError::OtherClient(_) => "other_client",
+            ConnectorError::Busy => "busy",
         }
     }
 

@@ -3,16 +3,11 @@
 //! approves on the consent page (always shown: the user must see which
 //! client and code they are connecting); the device polls /token.
 
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::sync::OnceLock;
-
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Form, FromRequest, Query, Request, State};
+use axum::extract::{Form, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,6 +16,8 @@ use super::flow::{
     self, browser_token, csrf_token, current_session, with_cookies, Cookies, SessionData,
 };
 use super::token::{parse_form, read_body};
+use crate::http::SourceAddr;
+use crate::limits::source_key;
 use crate::oauth::authorization_request::{
     check_resource, check_scope, AuthorizationRequest, DeviceLink, Draft, Prompt,
 };
@@ -77,13 +74,14 @@ pub async fn device_authorization(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
+    source: SourceAddr,
     body: Body,
 ) -> Response {
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match start(&app, &tenant, &headers, &body).await {
+    match start(&app, &tenant, &headers, source, &body).await {
         Ok(v) => {
             let mut res = axum::Json(v).into_response();
             res.headers_mut()
@@ -98,10 +96,11 @@ async fn start(
     app: &AppState,
     tenant: &Tenant,
     headers: &HeaderMap,
+    source: SourceAddr,
     body: &[u8],
 ) -> OAuthResult<serde_json::Value> {
     let params = parse_form(headers, body, &["resource"])?;
-    let client = client_auth::authenticate(app, tenant, headers, &params).await?;
+    let client = client_auth::authenticate(app, tenant, headers, source, &params).await?;
     if !client.meta.allows_grant(GRANT_DEVICE_CODE) {
         return Err(OAuthError::unauthorized_client(
             "this client may not use the device authorization grant",
@@ -213,15 +212,17 @@ pub async fn show(
     )
 }
 
-/// Code entries per address: 10 a minute, so guessing a live code
-/// (20^8 possibilities, 10 minutes to live) is hopeless.
-fn wrong_code_limiter() -> &'static DefaultKeyedRateLimiter<String> {
-    static LIMITER: OnceLock<DefaultKeyedRateLimiter<String>> = OnceLock::new();
-    LIMITER.get_or_init(|| RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN.saturating_add(9))))
-}
+/// Code entries per address a minute, so guessing a live code (20^8
+/// possibilities, 10 minutes to live) is hopeless. Counted in `limits`
+/// (per node, or shared through Redis).
+const CODE_ENTRIES_PER_MINUTE: u64 = 10;
 
-pub async fn enter(State(app): State<AppState>, tenant: TenantCtx, req: Request) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+pub async fn enter(
+    State(app): State<AppState>,
+    tenant: TenantCtx,
+    source: SourceAddr,
+    req: Request,
+) -> Response {
     let headers = req.headers().clone();
     let Ok(Form(form)) = Form::<EnterForm>::from_request(req, &()).await else {
         return pages::error_page(&OAuthError::invalid_request("the form was incomplete"));
@@ -233,12 +234,17 @@ pub async fn enter(State(app): State<AppState>, tenant: TenantCtx, req: Request)
             "the form was not submitted from this page; open it again",
         ));
     }
-    let source = peer
-        .map(|ConnectInfo(a)| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
     // Every attempt counts, right or wrong, and is counted before the
     // lookup: over the limit nothing is looked up at all.
-    if wrong_code_limiter().check_key(&source).is_err() {
+    let entries = app
+        .limits
+        .take(
+            &format!("device:src:{}", source_key(source)),
+            CODE_ENTRIES_PER_MINUTE,
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    if !entries.allowed {
         return entry_page(
             &tenant,
             &browser,

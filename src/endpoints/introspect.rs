@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::token::parse_form;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::resource;
@@ -22,13 +23,14 @@ pub async fn introspect(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
+    source: SourceAddr,
     body: Body,
 ) -> Response {
     let body = match super::token::read_body(body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match run(&app, &tenant, &headers, &body).await {
+    match run(&app, &tenant, &headers, source, &body).await {
         Ok(v) => {
             let mut res = axum::Json(v).into_response();
             res.headers_mut()
@@ -102,10 +104,11 @@ async fn run(
     app: &AppState,
     tenant: &Tenant,
     headers: &HeaderMap,
+    source: SourceAddr,
     body: &[u8],
 ) -> OAuthResult<serde_json::Value> {
     let params = parse_form(headers, body, &[])?;
-    let caller = client_auth::authenticate(app, tenant, headers, &params).await?;
+    let caller = client_auth::authenticate(app, tenant, headers, source, &params).await?;
     if caller.meta.is_public() {
         return Err(OAuthError::invalid_client(
             "introspection requires an authenticated confidential client",

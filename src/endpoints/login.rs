@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Form, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use gatehouse_connectors::{Connector, ConnectorError, Identity, LoginMethod};
 use serde::Deserialize;
 
 use super::flow::{self, csrf_token, load_pending, with_cookies, PendingData, SessionData};
+use crate::http::SourceAddr;
+use crate::limits::throttle;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::OAuthError;
 use crate::pages::{self, ChooserOption, ChooserPage, EmailForm, LoginPage};
@@ -308,6 +310,7 @@ pub async fn email(
 pub async fn submit(
     State(app): State<AppState>,
     tenant: TenantCtx,
+    source: SourceAddr,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -332,12 +335,46 @@ pub async fn submit(
         Ok(c) => c,
         Err(page) => return page,
     };
-    let identity = match connector
+    let name = client.meta.display_name(&client.client_id).to_string();
+    let page = |error: &str, status: StatusCode| {
+        login_page(
+            &tenant,
+            connector.as_ref(),
+            &name,
+            &form.pending,
+            &browser,
+            &form.username,
+            Some(error),
+            status,
+        )
+    };
+    let attempt = match check_login_throttle(&app, &tenant, &form.username, source).await {
+        Ok(a) => a,
+        Err(t) => {
+            let minutes = t.retry_after.div_ceil(60);
+            let wait = if t.retry_after < 60 {
+                format!("{} seconds", t.retry_after)
+            } else {
+                format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
+            };
+            let msg = format!("{} Sign-in is paused; try again in {wait}.", t.message);
+            return with_retry_after(page(&msg, StatusCode::TOO_MANY_REQUESTS), t.retry_after);
+        }
+    };
+    let result = connector
         .password_login(&form.username, &form.password)
-        .await
-    {
-        Ok(identity) => identity,
+        .await;
+    let identity = match result {
+        Ok(identity) => {
+            attempt.succeeded(&app).await;
+            identity
+        }
+        Err(ConnectorError::Busy) => {
+            let msg = "The server is busy; try again in a moment.";
+            return with_retry_after(page(msg, StatusCode::SERVICE_UNAVAILABLE), 1);
+        }
         Err(ConnectorError::InvalidCredentials) => {
+            attempt.failed(&app, &tenant).await;
             app.audit.record(
                 &tenant,
                 "login",
@@ -347,17 +384,7 @@ pub async fn submit(
                 None,
                 serde_json::json!({"connector": connector.id()}),
             );
-            let name = client.meta.display_name(&client.client_id).to_string();
-            return login_page(
-                &tenant,
-                connector.as_ref(),
-                &name,
-                &form.pending,
-                &browser,
-                &form.username,
-                Some("Wrong email or password."),
-                StatusCode::UNAUTHORIZED,
-            );
+            return page("Wrong email or password.", StatusCode::UNAUTHORIZED);
         }
         Err(e) => {
             tracing::warn!(connector = connector.id(), error = %e, "login failed upstream");
@@ -367,6 +394,25 @@ pub async fn submit(
         }
     };
     signed_in(&app, &tenant, &client, identity, &handle, pending, &browser).await
+}
+
+/// Sign-in throttling (`limits::throttle`), keyed by the account as typed
+/// (trimmed, lower-cased) and the source address: a refusal, or the
+/// admitted attempt and its place among this source's password checks.
+async fn check_login_throttle(
+    app: &AppState,
+    tenant: &Tenant,
+    username: &str,
+    source: SourceAddr,
+) -> Result<throttle::Attempt, throttle::Throttled> {
+    let account = username.trim().to_lowercase();
+    throttle::begin(app, tenant, throttle::Kind::Login, &account, source).await
+}
+
+fn with_retry_after(mut res: Response, seconds: u64) -> Response {
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    res
 }
 
 /// The client of a pending authorization, or the page to show instead.

@@ -5,29 +5,27 @@
 //! abuse limits and storage.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, RawPathParams, Request, State};
+use axum::extract::{RawPathParams, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::validate_client;
+use crate::http::SourceAddr;
+use crate::limits::source_key;
+use crate::limits::throttle::{self, Kind};
 use crate::oauth::client_auth::Client;
 use crate::oauth::machine::check_machine_registration;
 use crate::oauth::params::has_control;
 use crate::oauth::registration::{self, MetadataError, Policy, RegisteredMetadata};
 use crate::store::{ClientRecord, RegistrationRecord, StoreError};
-use crate::tenants::{RegistrationMode, RegistrationPolicy, Tenant, TenantCtx};
-use crate::tokens::secret::{argon2_hash, ct_eq, hash_str, random_id, Handle};
+use crate::tenants::{RegistrationMode, Tenant, TenantCtx};
+use crate::tokens::secret::{ct_eq, hash_str, random_id, Handle};
 use crate::AppState;
 
 /// Largest registration or update request body.
@@ -166,99 +164,44 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 }
 
 // ---------------------------------------------------------------------------
-// Abuse limits: per source address and per tenant, on this node
+// Abuse limits: per source address and per tenant (`limits`: per node, or
+// shared by all nodes through Redis)
 // ---------------------------------------------------------------------------
 
-struct Limiters {
-    per_ip: u32,
-    per_tenant: u32,
-    by_ip: DefaultKeyedRateLimiter<String>,
-    tenant: DefaultDirectRateLimiter,
-    checks: AtomicU64,
-}
-
-impl Limiters {
-    fn new(per_ip: u32, per_tenant: u32) -> Self {
-        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Self {
-            per_ip,
-            per_tenant,
-            by_ip: RateLimiter::keyed(quota(per_ip)),
-            tenant: RateLimiter::direct(quota(per_tenant)),
-            checks: AtomicU64::new(0),
-        }
-    }
-}
-
-fn limiters_for(tenant_id: &str, policy: &RegistrationPolicy) -> Arc<Limiters> {
-    static ALL: OnceLock<Mutex<HashMap<String, Arc<Limiters>>>> = OnceLock::new();
-    let mut all = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    match all.get(tenant_id) {
-        // Settings changed (the tenant cache reloads them): start afresh.
-        Some(l)
-            if l.per_ip == policy.per_ip_per_minute
-                && l.per_tenant == policy.per_tenant_per_minute =>
-        {
-            l.clone()
-        }
-        _ => {
-            let l = Arc::new(Limiters::new(
-                policy.per_ip_per_minute,
-                policy.per_tenant_per_minute,
-            ));
-            all.insert(tenant_id.to_string(), l.clone());
-            l
-        }
-    }
-}
-
-fn check_rate(tenant: &Tenant, source: &str) -> RegResult<()> {
+async fn check_rate(app: &AppState, tenant: &Tenant, source: SourceAddr) -> RegResult<()> {
     let policy = &tenant.settings.registration;
-    let limiters = limiters_for(&tenant.id, policy);
-    // Forget idle addresses now and then so the map cannot grow without bound.
-    if limiters.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
-        limiters.by_ip.retain_recent();
-    }
-    let now = DefaultClock::default().now();
-    let retry = |wait: std::time::Duration| wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    if let Err(not_until) = limiters.by_ip.check_key(&source.to_string()) {
-        let secs = retry(not_until.wait_time_from(now)).max(1);
+    let minute = std::time::Duration::from_secs(60);
+    let by_source = app
+        .limits
+        .take(
+            &format!("reg:src:{}:{}", tenant.id, source_key(source)),
+            u64::from(policy.per_ip_per_minute),
+            minute,
+        )
+        .await;
+    if !by_source.allowed {
+        let secs = by_source.retry_after();
         return Err(RegistrationError::rate_limited(
             format!("too many registrations from this address; retry in {secs} seconds"),
             secs,
         ));
     }
-    if let Err(not_until) = limiters.tenant.check() {
-        let secs = retry(not_until.wait_time_from(now)).max(1);
+    let by_tenant = app
+        .limits
+        .take(
+            &format!("reg:tenant:{}", tenant.id),
+            u64::from(policy.per_tenant_per_minute),
+            minute,
+        )
+        .await;
+    if !by_tenant.allowed {
+        let secs = by_tenant.retry_after();
         return Err(RegistrationError::rate_limited(
             format!("too many registrations at this authorization server; retry in {secs} seconds"),
             secs,
         ));
     }
     Ok(())
-}
-
-/// The caller's address: the first `X-Forwarded-For` value when the tenant
-/// trusts its proxy, else the TCP peer.
-fn source_address(req: &Request, trust_forwarded_for: bool) -> String {
-    if trust_forwarded_for {
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = forwarded {
-            return ip.to_string();
-        }
-    }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 // ---------------------------------------------------------------------------
@@ -314,11 +257,22 @@ fn path_client_id(params: &RawPathParams) -> Option<String> {
         .filter(|id| !id.is_empty() && id.len() <= 255 && !has_control(id))
 }
 
+/// argon2 on the process's bounded hashing pool.
 async fn hash_secret(secret: String) -> RegResult<String> {
-    tokio::task::spawn_blocking(move || argon2_hash(&secret))
+    gatehouse_connectors::password::hash(&secret)
         .await
-        .map_err(|_| RegistrationError::server_error("hashing failed"))?
+        .map_err(|_| busy())?
         .map_err(|_| RegistrationError::server_error("hashing failed"))
+}
+
+fn busy() -> RegistrationError {
+    let mut e = RegistrationError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "the server is busy; try again shortly",
+    );
+    e.retry_after = Some(1);
+    e
 }
 
 /// The client information response (RFC 7591 §3.2.1, RFC 7592 §3): the
@@ -390,10 +344,13 @@ fn audit_management(
 // POST /register
 // ---------------------------------------------------------------------------
 
-pub async fn register(State(app): State<AppState>, tenant: TenantCtx, req: Request) -> Response {
-    let policy = &tenant.settings.registration;
-    let source = source_address(&req, policy.trust_forwarded_for);
-    let result = run_register(&app, &tenant, &source, req).await;
+pub async fn register(
+    State(app): State<AppState>,
+    tenant: TenantCtx,
+    source: SourceAddr,
+    req: Request,
+) -> Response {
+    let result = run_register(&app, &tenant, source, req).await;
     let (outcome, detail, client_id) = match &result {
         Ok((id, _)) => ("success", json!({}), Some(id.clone())),
         Err(e) => ("failure", json!({"error": e.error}), None),
@@ -404,7 +361,7 @@ pub async fn register(State(app): State<AppState>, tenant: TenantCtx, req: Reque
         outcome,
         client_id.as_deref(),
         None,
-        Some(&source),
+        Some(&source.to_string()),
         detail,
     );
     match result {
@@ -419,7 +376,7 @@ pub async fn register(State(app): State<AppState>, tenant: TenantCtx, req: Reque
 async fn run_register(
     app: &AppState,
     tenant: &Tenant,
-    source: &str,
+    source: SourceAddr,
     req: Request,
 ) -> RegResult<(String, Value)> {
     let policy = &tenant.settings.registration;
@@ -428,7 +385,7 @@ async fn run_register(
             "dynamic client registration is disabled; ask the administrator for a client",
         ));
     }
-    check_rate(tenant, source)?;
+    check_rate(app, tenant, source).await?;
     let (parts, body) = req.into_parts();
     // An initial access token is required in that mode; in open mode one
     // may still be presented (it is checked, and recorded: the tenant's
@@ -517,8 +474,34 @@ struct Managed {
 
 /// RFC 7592 §2: a missing or wrong token, an unknown client and a client
 /// without registration all answer 401, so nothing is learnt about which
-/// client ids exist.
+/// client ids exist. Wrong tokens are throttled like failed client
+/// authentication (per client id and source, and per source).
 async fn authorize_management(
+    app: &AppState,
+    tenant: &Tenant,
+    params: &RawPathParams,
+    headers: &HeaderMap,
+    source: SourceAddr,
+) -> RegResult<Managed> {
+    let claimed = path_client_id(params).unwrap_or_default();
+    let attempt = throttle::begin(app, tenant, Kind::ClientAuth, &claimed, source)
+        .await
+        .map_err(|t| {
+            RegistrationError::rate_limited(
+                format!("{} Retry in {} seconds.", t.message, t.retry_after),
+                t.retry_after,
+            )
+        })?;
+    let result = check_management_token(app, tenant, params, headers).await;
+    match &result {
+        Ok(_) => attempt.succeeded(app).await,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => attempt.failed(app, tenant).await,
+        Err(_) => {}
+    }
+    result
+}
+
+async fn check_management_token(
     app: &AppState,
     tenant: &Tenant,
     params: &RawPathParams,
@@ -568,10 +551,11 @@ pub async fn read(
     State(app): State<AppState>,
     tenant: TenantCtx,
     params: RawPathParams,
+    source: SourceAddr,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let m = authorize_management(&app, &tenant, &params, &headers).await?;
+        let m = authorize_management(&app, &tenant, &params, &headers, source).await?;
         let meta = stored_metadata(&m.registration)?;
         Ok::<_, RegistrationError>(client_information(
             &tenant,
@@ -593,10 +577,11 @@ pub async fn update(
     State(app): State<AppState>,
     tenant: TenantCtx,
     params: RawPathParams,
+    source: SourceAddr,
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let result = run_update(&app, &tenant, &params, &parts.headers, body).await;
+    let result = run_update(&app, &tenant, &params, (&parts.headers, source), body).await;
     audit_management(
         &app,
         &tenant,
@@ -614,10 +599,10 @@ async fn run_update(
     app: &AppState,
     tenant: &Tenant,
     params: &RawPathParams,
-    headers: &HeaderMap,
+    (headers, source): (&HeaderMap, SourceAddr),
     body: Body,
 ) -> RegResult<Value> {
-    let m = authorize_management(app, tenant, params, headers).await?;
+    let m = authorize_management(app, tenant, params, headers, source).await?;
     let body = read_json(headers, body).await?;
     // RFC 7592 §2.2: the body names the client; a client_secret in it must
     // be the current one (the client cannot choose its secret). The
@@ -631,7 +616,11 @@ async fn run_update(
     if let Some(presented) = body.get("client_secret").filter(|v| !v.is_null()) {
         let current = Client::from_record(m.client.clone())?;
         let matches = match presented.as_str() {
-            Some(s) => app.clients.verify_secret(&current, s).await,
+            Some(s) => app
+                .clients
+                .verify_secret(&current, s)
+                .await
+                .map_err(|_| busy())?,
             None => false,
         };
         if !matches {
@@ -702,10 +691,11 @@ pub async fn delete(
     State(app): State<AppState>,
     tenant: TenantCtx,
     params: RawPathParams,
+    source: SourceAddr,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let m = authorize_management(&app, &tenant, &params, &headers).await?;
+        let m = authorize_management(&app, &tenant, &params, &headers, source).await?;
         if !app
             .store
             .delete_dynamic_client(&tenant.id, &m.client_id, app.now())

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::token::parse_form;
+use crate::http::SourceAddr;
 use crate::oauth::client_auth;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::store::AccessTokenRecord;
@@ -19,13 +20,14 @@ pub async fn revoke(
     State(app): State<AppState>,
     tenant: TenantCtx,
     headers: HeaderMap,
+    source: SourceAddr,
     body: Body,
 ) -> Response {
     let body = match super::token::read_body(body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match run(&app, &tenant, &headers, &body).await {
+    match run(&app, &tenant, &headers, source, &body).await {
         Ok(()) => {
             let mut res = StatusCode::OK.into_response();
             res.headers_mut()
@@ -36,9 +38,15 @@ pub async fn revoke(
     }
 }
 
-async fn run(app: &AppState, tenant: &Tenant, headers: &HeaderMap, body: &[u8]) -> OAuthResult<()> {
+async fn run(
+    app: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    source: SourceAddr,
+    body: &[u8],
+) -> OAuthResult<()> {
     let params = parse_form(headers, body, &[])?;
-    let client = client_auth::authenticate(app, tenant, headers, &params).await?;
+    let client = client_auth::authenticate(app, tenant, headers, source, &params).await?;
     let token = params
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("missing required parameter 'token'"))?;

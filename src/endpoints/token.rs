@@ -120,7 +120,7 @@ async fn run(
         )));
     }
     let client: std::sync::Arc<Client> =
-        client_auth::authenticate(app, tenant, headers, &params).await?;
+        client_auth::authenticate(app, tenant, headers, source, &params).await?;
     if !client.meta.allows_grant(&grant_type) {
         return Err(OAuthError::unauthorized_client(format!(
             "this client may not use the {grant_type} grant"

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use gatehouse_connectors::password::{self, Busy};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -15,14 +16,14 @@ use moka::future::Cache;
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::Sha256;
-use tokio::sync::Semaphore;
 
 use super::client_metadata_document::{DocumentCache, LookupError};
-use super::errors::{OAuthError, OAuthResult};
+use super::errors::{ErrorCode, OAuthError, OAuthResult};
 use super::params::{has_control, Params};
+use crate::http::SourceAddr;
+use crate::limits::throttle::{self, Kind, Throttled};
 use crate::store::{ClientRecord, DynStore, StoreError};
 use crate::tenants::{AuthMethod, ClientMetadata, Tenant};
-use crate::tokens::secret::argon2_verify;
 
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -59,19 +60,12 @@ pub struct ClientCache {
     documents: DocumentCache,
     verified: Cache<[u8; 32], ()>,
     mac_key: Arc<[u8; 32]>,
-    /// argon2 is memory- and CPU-hard: bound how many run at once so a burst
-    /// of bad secrets cannot starve the node.
-    hashing: Arc<Semaphore>,
 }
 
 impl ClientCache {
     pub fn new(ttl: Duration) -> Self {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        let permits = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            * 2;
         Self {
             clients: Cache::builder()
                 .max_capacity(100_000)
@@ -83,7 +77,6 @@ impl ClientCache {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             mac_key: Arc::new(key),
-            hashing: Arc::new(Semaphore::new(permits)),
         }
     }
 
@@ -137,25 +130,31 @@ impl ClientCache {
             .await;
     }
 
-    pub async fn verify_secret(&self, client: &Client, presented: &str) -> bool {
-        let Some(phc) = client.secret_hash.clone() else {
+    /// Whether this exact secret was verified for this client recently
+    /// (no hashing needed).
+    pub async fn verified_recently(&self, client: &Client, presented: &str) -> bool {
+        let Some(phc) = client.secret_hash.as_deref() else {
             return false;
         };
-        let digest = self.digest(client, &phc, presented);
+        let digest = self.digest(client, phc, presented);
+        self.verified.get(&digest).await.is_some()
+    }
+
+    /// Checks the secret with argon2 on the process's bounded hashing pool
+    /// (`gatehouse_connectors::password`); `Busy` when the pool is full.
+    pub async fn verify_secret(&self, client: &Client, presented: &str) -> Result<bool, Busy> {
+        let Some(phc) = client.secret_hash.as_deref() else {
+            return Ok(false);
+        };
+        let digest = self.digest(client, phc, presented);
         if self.verified.get(&digest).await.is_some() {
-            return true;
+            return Ok(true);
         }
-        let Ok(_permit) = self.hashing.acquire().await else {
-            return false;
-        };
-        let presented = presented.to_string();
-        let ok = tokio::task::spawn_blocking(move || argon2_verify(&presented, &phc))
-            .await
-            .unwrap_or(false);
+        let ok = password::verify(presented, phc).await?;
         if ok {
             self.verified.insert(digest, ()).await;
         }
-        ok
+        Ok(ok)
     }
 
     fn digest(&self, client: &Client, phc: &str, presented: &str) -> [u8; 32] {
@@ -293,14 +292,51 @@ fn basic_credentials(headers: &HeaderMap) -> OAuthResult<Option<(String, String)
 /// every endpoint that authenticates clients (token, introspection,
 /// revocation, device authorization): a private_key_jwt assertion's `aud`
 /// is checked by [`super::audience::client_assertion_audiences`].
+/// Failures are throttled per (client id, source) and per source
+/// (`limits::throttle`): over the limit the answer is 429 `invalid_client`
+/// with `Retry-After`, before the client is looked up or a hash computed.
 pub async fn authenticate(
     app: &crate::AppState,
     tenant: &Tenant,
     headers: &HeaderMap,
+    source: SourceAddr,
     params: &Params,
 ) -> OAuthResult<Arc<Client>> {
     let presented = presented(headers, params)?;
-    let claimed_id = match &presented {
+    let claimed_id = claimed_id(&presented)?;
+    let attempt = throttle::begin(app, tenant, Kind::ClientAuth, &claimed_id, source)
+        .await
+        .map_err(throttled)?;
+    let result = check_client(app, tenant, presented, &claimed_id, &attempt).await;
+    match &result {
+        Ok(_) => attempt.succeeded(app).await,
+        Err(e) if e.code == ErrorCode::InvalidClient => attempt.failed(app, tenant).await,
+        // Busy or storage trouble: not the client's failure.
+        Err(_) => {}
+    }
+    result
+}
+
+/// RFC 6585 §4 429 with `Retry-After`, carrying the RFC 6749 §5.2 error
+/// `invalid_client` (the client was not authenticated), so standard clients
+/// read it and back off.
+fn throttled(t: Throttled) -> OAuthError {
+    let mut e = OAuthError::invalid_client(format!(
+        "{} Client authentication is refused for {} seconds.",
+        t.message, t.retry_after
+    ))
+    .with_status(axum::http::StatusCode::TOO_MANY_REQUESTS)
+    .with_retry_after(t.retry_after);
+    e.challenge = None;
+    e
+}
+
+fn busy() -> OAuthError {
+    OAuthError::unavailable().with_retry_after(1)
+}
+
+fn claimed_id(presented: &Presented) -> OAuthResult<String> {
+    Ok(match presented {
         Presented::Basic { client_id, .. }
         | Presented::Post { client_id, .. }
         | Presented::PublicId { client_id } => client_id.clone(),
@@ -311,10 +347,19 @@ pub async fn authenticate(
             Some(id) => id.clone(),
             None => assertion_subject(assertion)?,
         },
-    };
+    })
+}
+
+async fn check_client(
+    app: &crate::AppState,
+    tenant: &Tenant,
+    presented: Presented,
+    claimed_id: &str,
+    attempt: &throttle::Attempt,
+) -> OAuthResult<Arc<Client>> {
     let client = app
         .clients
-        .find_or_fetch(&app.store, tenant, &claimed_id)
+        .find_or_fetch(&app.store, tenant, claimed_id)
         .await?
         .ok_or_else(|| {
             OAuthError::invalid_client("client authentication failed: unknown client")
@@ -328,7 +373,19 @@ pub async fn authenticate(
                     method.as_str()
                 )));
             }
-            if !app.clients.verify_secret(&client, &secret).await {
+            // A secret seen recently costs no hash; otherwise hashing is
+            // bounded per source and per process.
+            let _slot = if app.clients.verified_recently(&client, &secret).await {
+                None
+            } else {
+                attempt.hashing_slot(app, tenant).await.map_err(throttled)?
+            };
+            if !app
+                .clients
+                .verify_secret(&client, &secret)
+                .await
+                .map_err(|_| busy())?
+            {
                 return Err(OAuthError::invalid_client("client authentication failed"));
             }
         }

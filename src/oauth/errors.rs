@@ -84,6 +84,8 @@ pub struct OAuthError {
     pub status: StatusCode,
     /// For 401s: the challenge to send (`Basic realm=...` or `Bearer ...`).
     pub challenge: Option<String>,
+    /// For 429 and 503: seconds to send in `Retry-After` (RFC 6585 §4).
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for OAuthError {
@@ -102,6 +104,7 @@ impl OAuthError {
             code,
             description,
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -152,6 +155,11 @@ impl OAuthError {
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 }
@@ -208,6 +216,9 @@ impl IntoResponse for OAuthError {
             if self.status == StatusCode::UNAUTHORIZED || self.status == StatusCode::FORBIDDEN {
                 headers.insert(header::WWW_AUTHENTICATE, ch);
             }
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

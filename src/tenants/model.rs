@@ -317,8 +317,8 @@ pub struct RegistrationPolicy {
     pub per_ip_per_minute: u32,
     /// Registrations the whole tenant accepts per minute, per node.
     pub per_tenant_per_minute: u32,
-    /// Take the source address from the first `X-Forwarded-For` value (only
-    /// behind a proxy that sets it).
+    /// Deprecated and ignored (a warning at start): `X-Forwarded-For` is
+    /// believed only from `GATEHOUSE_TRUSTED_PROXIES` (`http::source`).
     pub trust_forwarded_for: bool,
     /// Self-registered clients never used for a token are deleted this many
     /// seconds after registration.

@@ -112,8 +112,8 @@ pub struct Server {
     pub clock_file: PathBuf,
     pg_name: Option<String>,
     child: Option<Child>,
-    /// Extra environment for the server process (e.g. the security webhook).
-    env: Vec<(String, String)>,
+    /// Environment added to the server's (and CLI commands').
+    extra_env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -190,7 +190,7 @@ impl Server {
         Self::start_with_env(db, config, &[]).await
     }
 
-    /// Like `start_with`, with extra environment variables for `serve`.
+    /// Like `start_with`, with environment variables for the server.
     pub async fn start_with_env(db: Db, config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gatehouse.toml");
@@ -222,10 +222,44 @@ impl Server {
             clock_file,
             pg_name,
             child: None,
-            env: env
+            extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// A second node of `first`'s deployment: same database, data
+    /// directory (key-encryption key) and configuration, its own port, with
+    /// `env` for the server.
+    pub async fn start_sharing(first: &Server, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("gatehouse.toml");
+        std::fs::copy(&first.config_path, &config_path).expect("copy config");
+        let clock_file = dir.path().join("clock-offset");
+        std::fs::write(&clock_file, "0").expect("write clock");
+        let port = free_port();
+        let mut extra_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        extra_env.push((
+            "GATEHOUSE_DATA_DIR".into(),
+            first.dir.path().join("data").display().to_string(),
+        ));
+        let mut server = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            db: first.db,
+            dir,
+            database_url: first.database_url.clone(),
+            config_path,
+            clock_file,
+            pg_name: None,
+            child: None,
+            extra_env,
         };
         server.spawn().await;
         server
@@ -239,6 +273,9 @@ impl Server {
             .env("GATEHOUSE_DATABASE_URL", &self.database_url)
             .env("GATEHOUSE_CONFIG", &self.config_path)
             .env("GATEHOUSE_LOG", "warn");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
         cmd
     }
 
@@ -248,7 +285,6 @@ impl Server {
             .command()
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .env("GATEHOUSE_TEST_CLOCK_FILE", &self.clock_file)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
