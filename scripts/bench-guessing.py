@@ -13,6 +13,7 @@ whether and how fast the right password signed in.
 """
 
 import argparse
+import itertools
 import asyncio
 import collections
 import os
@@ -148,6 +149,9 @@ async def main():
     ap.add_argument("--logins", type=int, default=1000)
     ap.add_argument("--secrets", type=int, default=1000)
     ap.add_argument("--idle", type=int, default=20)
+    ap.add_argument("--sources", type=int, default=1,
+                    help="spread each burst over this many source addresses (127.1.x.y), "
+                         "so the per-source throttle lets most of it reach the hashing pool")
     args = ap.parse_args()
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -171,10 +175,14 @@ async def main():
             await asyncio.sleep(0.05)
         print("idle at start:", memory(proc.pid))
 
+        pool = ["127.0.0.1"] if args.sources <= 1 else [
+            f"127.1.{i // 250}.{i % 250 + 1}" for i in range(args.sources)]
+        sources = itertools.cycle(pool)
+        print(f"attack from {len(pool)} source address(es)")
         attacker = await login_form(port, "127.0.0.1")
         owner = await login_form(port, "127.0.0.2")
         attack = asyncio.ensure_future(burst(args.logins, lambda: submit(
-            port, attacker, "admin@example.com", "wrong", "127.0.0.1")))
+            port, attacker, "admin@example.com", "wrong", next(sources))))
         await asyncio.sleep(0.3)
         t = time.monotonic()
         status, _, _ = await submit(port, owner, "admin@example.com", "password", "127.0.0.2")
@@ -183,7 +191,7 @@ async def main():
         print(f"right password from 127.0.0.2 during the burst: HTTP {status} in {took:.3f} s")
         print("after login burst:", memory(proc.pid))
 
-        attack = asyncio.ensure_future(burst(args.secrets, lambda: secret(port, "wrong", "127.0.0.1")))
+        attack = asyncio.ensure_future(burst(args.secrets, lambda: secret(port, "wrong", next(sources))))
         await asyncio.sleep(0.3)
         t = time.monotonic()
         status, _, _ = await secret(port, "right-secret-0123456789", "127.0.0.2")

@@ -266,7 +266,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_keys(&self, keys: &[KeyRecord]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 for k in keys {
                     sqlx::query(&format!(
                         "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -297,7 +297,7 @@ macro_rules! sql_store {
                 now: i64,
                 publish_until: i64,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 if let Some(kid) = retire {
                     sqlx::query(
                         "UPDATE signing_keys SET state = 'retired', retired_at = $3, publish_until = $4 \
@@ -610,7 +610,7 @@ macro_rules! sql_store {
             }
 
             async fn create_grant_with_code(&self, g: &GrantRecord, code: &CodeRecord) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 sqlx::query(&format!(
                     "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ))
@@ -668,14 +668,14 @@ macro_rules! sql_store {
             }
 
             async fn revoke_grant(&self, id: &str, now: i64) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 Self::revoke_grant_in(&mut tx, id, now).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn revoke_subject(&self, tenant_id: &str, subject: &str, now: i64) -> StoreResult<u64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 sqlx::query("UPDATE identities SET revoked_at = $3 WHERE tenant_id = $1 AND subject = $2")
                     .bind(tenant_id)
                     .bind(subject)
@@ -712,7 +712,7 @@ macro_rules! sql_store {
             }
 
             async fn redeem_code(&self, tenant_id: &str, code_hash: &str, now: i64) -> StoreResult<CodeRedemption> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 // The conditional update is the single-use guarantee: of two
                 // concurrent redemptions exactly one sees consumed_at IS NULL.
                 let row = sqlx::query(
@@ -784,7 +784,7 @@ macro_rules! sql_store {
             }
 
             async fn rotate_refresh(&self, tenant_id: &str, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<RefreshRotation> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 let row = sqlx::query(&format!(
                     "UPDATE refresh_tokens SET rotated_at = $3 \
                      WHERE token_hash = $1 AND tenant_id = $2 AND rotated_at IS NULL \
@@ -1021,7 +1021,7 @@ macro_rules! sql_store {
             }
 
             async fn create_dynamic_client(&self, c: &ClientRecord, reg: &RegistrationRecord) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 let done = sqlx::query(&format!(
                     "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                      ON CONFLICT (tenant_id, client_id) DO NOTHING"
@@ -1079,7 +1079,7 @@ macro_rules! sql_store {
             }
 
             async fn update_dynamic_client(&self, c: &ClientRecord, reg: &RegistrationRecord) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 let done = sqlx::query(
                     "UPDATE clients SET secret_hash = $3, metadata = $4, updated_at = $5 \
                      WHERE tenant_id = $1 AND client_id = $2 AND source = 'dcr'",
@@ -1113,7 +1113,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_dynamic_client(&self, tenant_id: &str, client_id: &str, now: i64) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 let done = sqlx::query(
                     "DELETE FROM clients WHERE tenant_id = $1 AND client_id = $2 AND source = 'dcr'",
                 )
@@ -1251,7 +1251,7 @@ macro_rules! sql_store {
             }
 
             async fn poll_device(&self, tenant_id: &str, device_code_hash: &str, now: i64, slow_down: bool) -> StoreResult<Option<DeviceRecord>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 let row = sqlx::query(&format!(
                     "SELECT {DEVICE_COLUMNS} FROM device_authorizations WHERE tenant_id = $1 AND device_code_hash = $2"
                 ))
@@ -1292,6 +1292,18 @@ macro_rules! sql_store {
             }
         }
     };
+}
+
+/// Every transaction here writes. SQLite must take the write lock at
+/// BEGIN: a deferred transaction that reads, then writes after another
+/// connection committed, fails at once with SQLITE_BUSY (snapshot) instead
+/// of waiting out the busy timeout, which surfaced as a 503 under load.
+impl SqliteStore {
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+}
+
+impl PostgresStore {
+    const BEGIN_WRITE: &'static str = "BEGIN";
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", SQLITE_MIGRATIONS);
