@@ -466,14 +466,19 @@ on_both_databases!(
     registration_access_token_guessing_is_throttled,
     limits_are_shared_by_nodes_through_redis,
     unreachable_redis_falls_back_to_per_node_limits,
+    an_unfinished_request_head_is_cut_after_the_header_timeout,
+    a_silent_connection_is_cut_after_the_header_timeout,
+    an_idle_keep_alive_connection_is_cut,
+    at_the_connection_limit_healthz_answers_after_slow_connections_are_cut,
+    a_trickling_body_is_cut,
 );
 
 // ---------------------------------------------------------------------------
-// Slow clients (storage plays no part: SQLite only)
+// Slow clients (on both databases, like every item of the review)
 // ---------------------------------------------------------------------------
 
-async fn start_net(env: &[(&str, &str)]) -> Server {
-    Server::start_with_env(Db::Sqlite, &base_config(""), env).await
+async fn start_net(db: Db, env: &[(&str, &str)]) -> Server {
+    Server::start_with_env(db, &base_config(""), env).await
 }
 
 /// Reads until the server closes the connection; the time it took.
@@ -489,9 +494,8 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unfinished_request_head_is_cut_after_the_header_timeout() {
-    let server = start_net(&[("GATEHOUSE_HEADER_TIMEOUT", "1")]).await;
+async fn an_unfinished_request_head_is_cut_after_the_header_timeout(db: Db) {
+    let server = start_net(db, &[("GATEHOUSE_HEADER_TIMEOUT", "1")]).await;
     let mut s = TcpStream::connect(("127.0.0.1", server.port))
         .await
         .expect("connect");
@@ -502,9 +506,8 @@ async fn an_unfinished_request_head_is_cut_after_the_header_timeout() {
     assert!(took.is_some(), "a slowloris connection stayed open");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_connection_is_cut_after_the_header_timeout() {
-    let server = start_net(&[("GATEHOUSE_HEADER_TIMEOUT", "1")]).await;
+async fn a_silent_connection_is_cut_after_the_header_timeout(db: Db) {
+    let server = start_net(db, &[("GATEHOUSE_HEADER_TIMEOUT", "1")]).await;
     let mut s = TcpStream::connect(("127.0.0.1", server.port))
         .await
         .expect("connect");
@@ -512,9 +515,8 @@ async fn a_silent_connection_is_cut_after_the_header_timeout() {
     assert!(took.is_some(), "a silent connection stayed open");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_keep_alive_connection_is_cut() {
-    let server = start_net(&[("GATEHOUSE_HEADER_TIMEOUT", "1")]).await;
+async fn an_idle_keep_alive_connection_is_cut(db: Db) {
+    let server = start_net(db, &[("GATEHOUSE_HEADER_TIMEOUT", "1")]).await;
     let mut s = TcpStream::connect(("127.0.0.1", server.port))
         .await
         .expect("connect");
@@ -530,12 +532,14 @@ async fn an_idle_keep_alive_connection_is_cut() {
 
 /// At the connection limit, a new connection waits until slow ones are
 /// cut, then `/healthz` answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_the_connection_limit_healthz_answers_after_slow_connections_are_cut() {
-    let server = start_net(&[
-        ("GATEHOUSE_HEADER_TIMEOUT", "2"),
-        ("GATEHOUSE_MAX_CONNECTIONS", "20"),
-    ])
+async fn at_the_connection_limit_healthz_answers_after_slow_connections_are_cut(db: Db) {
+    let server = start_net(
+        db,
+        &[
+            ("GATEHOUSE_HEADER_TIMEOUT", "2"),
+            ("GATEHOUSE_MAX_CONNECTIONS", "20"),
+        ],
+    )
     .await;
     // The harness's health check left no connection open; fill every slot.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -565,9 +569,8 @@ async fn at_the_connection_limit_healthz_answers_after_slow_connections_are_cut(
 }
 
 /// A body that trickles in is cut at the body deadline, not read forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickling_body_is_cut() {
-    let server = start_net(&[("GATEHOUSE_BODY_TIMEOUT", "1")]).await;
+async fn a_trickling_body_is_cut(db: Db) {
+    let server = start_net(db, &[("GATEHOUSE_BODY_TIMEOUT", "1")]).await;
     let mut s = TcpStream::connect(("127.0.0.1", server.port))
         .await
         .expect("connect");
