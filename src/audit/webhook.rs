@@ -116,7 +116,12 @@ impl SecurityWebhook {
         let (tx, rx) = mpsc::channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         if config.url.scheme() == "http" {
-            tracing::warn!(url = %config.url, "the security webhook is plain http: events cross the network unencrypted");
+            // The host only: a webhook URL's path or query can be its secret.
+            let host = config.url.host_str().unwrap_or_default();
+            tracing::warn!(
+                host,
+                "the security webhook is plain http: events cross the network unencrypted"
+            );
         }
         tokio::spawn(deliver_all(config, rx, dropped.clone()));
         Self { tx, dropped }
@@ -213,6 +218,8 @@ async fn deliver(http: &reqwest::Client, config: &WebhookConfig, event: &Outgoin
                 retryable
             }
             Err(e) => {
+                // Without the URL, which may carry the receiver's secret.
+                let e = e.without_url();
                 tracing::warn!(event_id = %event.id, attempt, error = %e, "security webhook unreachable");
                 true
             }
