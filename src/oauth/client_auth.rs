@@ -303,6 +303,9 @@ pub async fn authenticate(
     params: &Params,
 ) -> OAuthResult<Arc<Client>> {
     let presented = presented(headers, params)?;
+    if let Some(client) = recently_verified(app, tenant, &presented).await {
+        return Ok(client);
+    }
     let claimed_id = claimed_id(&presented)?;
     let attempt = throttle::begin(app, tenant, Kind::ClientAuth, &claimed_id, source)
         .await
@@ -315,6 +318,31 @@ pub async fn authenticate(
         Err(_) => {}
     }
     result
+}
+
+/// A client secret this node verified recently (`ClientCache::verified_recently`)
+/// is the right one: nothing is being guessed, so the throttle's counters
+/// (a Redis round trip each with `GATEHOUSE_REDIS_URL`) are not consulted,
+/// and a client's every token request costs no limits I/O. Anything else
+/// takes the throttled path.
+async fn recently_verified(
+    app: &crate::AppState,
+    tenant: &Tenant,
+    presented: &Presented,
+) -> Option<Arc<Client>> {
+    let (Presented::Basic { client_id, secret } | Presented::Post { client_id, secret }) =
+        presented
+    else {
+        return None;
+    };
+    let client = app
+        .clients
+        .find(&app.store, &tenant.id, client_id)
+        .await
+        .ok()??;
+    let verified = client.meta.token_endpoint_auth_method.uses_secret()
+        && app.clients.verified_recently(&client, secret).await;
+    verified.then_some(client)
 }
 
 /// RFC 6585 §4 429 with `Retry-After`, carrying the RFC 6749 §5.2 error
