@@ -15,28 +15,7 @@ use crate::oauth::errors::OAuthError;
 /// Whether every percent-decoded segment of `path` is UTF-8 without
 /// control characters.
 pub fn is_clean_path(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let byte = match bytes[i] {
-            b'%' => match bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                Some(b) => {
-                    i += 2;
-                    b
-                }
-                None => b'%',
-            },
-            b => b,
-        };
-        decoded.push(byte);
-        i += 1;
-    }
-    match String::from_utf8(decoded) {
+    match percent_encoding::percent_decode_str(path).decode_utf8() {
         Ok(s) => !crate::oauth::params::has_control(&s),
         Err(_) => false,
     }
