@@ -217,6 +217,10 @@ pub fn router(app: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(CatchPanicLayer::custom(endpoints::health::panic_response))
+        // Outermost, so it counts what the caller got, panics included.
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::http_metrics::record,
+        ))
         .with_state(app)
 }
 

@@ -102,6 +102,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub security_webhook_secret: Option<String>,
+    /// Address of the management listener: GET /metrics (Prometheus),
+    /// /healthz and /readyz. Off when unset; never expose it to the internet.
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_LISTEN")]
+    pub management_listen: Option<SocketAddr>,
     /// Testing only: a file holding a number of seconds to add to the clock.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK_FILE", hide = true)]
     pub test_clock_file: Option<PathBuf>,
@@ -611,6 +615,14 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("--listen: cannot bind {}", settings.listen))?;
+    let management = match args.management_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--management-listen: cannot bind {addr}"))?,
+        ),
+        None => None,
+    };
     check_domains(&store, Some(&public_url), None).await?;
     let p = &args.protection;
     let limits = protection_limits(p).await?;
@@ -654,11 +666,34 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         header_timeout: Duration::from_secs(p.header_timeout),
         idle_timeout: Duration::from_secs(p.idle_timeout),
     };
+    // One signal stops both listeners.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    if let Some(listener) = management {
+        let addr = listener.local_addr()?;
+        tracing::info!(listen = %addr, "management listener: /metrics, /healthz, /readyz");
+        let limits = crate::http::serve::ConnectionLimits {
+            max_connections: 64,
+            ..connections
+        };
+        tokio::spawn(crate::http::serve::serve(
+            listener,
+            crate::telemetry::management::router(app.clone()),
+            limits,
+            stopped(stopping.clone()),
+        ));
+    }
     crate::http::serve::serve(
         listener,
         crate::app::router(app),
         connections,
-        shutdown_signal(),
+        stopped(stopping),
     )
     .await;
     Ok(())

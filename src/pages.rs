@@ -138,14 +138,14 @@ pub fn error_page_titled(title: &str, e: &OAuthError) -> Response {
     } else {
         StatusCode::BAD_REQUEST
     };
-    render(
+    e.mark(render(
         status,
         &ErrorPage {
             title,
             message: &e.description,
             code: e.code.as_str(),
         },
-    )
+    ))
 }
 
 #[derive(Template)]

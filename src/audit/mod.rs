@@ -118,6 +118,16 @@ pub enum Severity {
     High,
 }
 
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+}
+
 /// An audit event of the `security` class: stored with kind
 /// `security.{kind}` and outcome `detected`, its severity and class in the
 /// detail, and sent to the security webhook when one is configured.
@@ -150,6 +160,7 @@ impl Audit {
             serde_json::to_value(event.severity).unwrap_or_default(),
         );
         let source = event.source.map(|s| s.to_string());
+        crate::telemetry::metrics::metrics().security_event(event.kind, event.severity.label());
         tracing::warn!(
             target: "security",
             tenant = %tenant.id,

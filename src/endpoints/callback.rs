@@ -77,6 +77,7 @@ fn audit_failure(
     reason: &str,
     detail: &str,
 ) {
+    crate::telemetry::metrics::metrics().sign_in(&tenant.id, connector_id, "failure");
     app.audit.record(
         tenant,
         "login",

@@ -245,6 +245,7 @@ pub async fn enter(
         )
         .await;
     if !entries.allowed {
+        crate::telemetry::metrics::metrics().rate_limited("device_code_entry");
         return entry_page(
             &tenant,
             &browser,

@@ -21,7 +21,7 @@ use crate::pages::{self, ConsentPage, ScopeLine};
 use crate::store::{CodeRecord, GrantRecord, HandleRecord, SessionRecord};
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, hash_str, random_id, Handle};
-use crate::tokens::{GrantData, UserClaims};
+use crate::tokens::{CodeData, GrantData, UserClaims};
 use crate::AppState;
 
 /// What the server keeps between /authorize and the code.
@@ -66,18 +66,6 @@ pub struct SessionData {
     /// session and every grant made from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<i64>,
-}
-
-/// Data kept with an authorization code.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CodeData {
-    pub redirect_uri: String,
-    pub redirect_uri_sent: bool,
-    pub code_challenge: String,
-    #[serde(default)]
-    pub nonce: Option<String>,
-    pub subject: String,
-    pub grant: GrantData,
 }
 
 pub struct Cookies {
@@ -405,7 +393,7 @@ pub fn error_redirect(tenant: &Tenant, back: &ErrorRedirect, e: &OAuthError) -> 
         pairs.push(("state", state));
     }
     pairs.push(("iss", &tenant.issuer));
-    redirect_with(&back.redirect_uri, &pairs)
+    e.mark(redirect_with(&back.redirect_uri, &pairs))
 }
 
 /// An error found before the user approved the client (signed in and

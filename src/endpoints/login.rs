@@ -20,6 +20,7 @@ use crate::limits::throttle;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::OAuthError;
 use crate::pages::{self, ChooserOption, ChooserPage, EmailForm, LoginPage};
+use crate::telemetry::metrics::metrics;
 use crate::tenants::{connector_for_email, identity, Tenant, TenantCtx};
 use crate::tokens::secret::{random_id, Handle};
 use crate::AppState;
@@ -351,6 +352,7 @@ pub async fn submit(
     let attempt = match check_login_throttle(&app, &tenant, &form.username, source).await {
         Ok(a) => a,
         Err(t) => {
+            metrics().sign_in(&tenant.id, connector.id(), "throttled");
             let minutes = t.retry_after.div_ceil(60);
             let wait = if t.retry_after < 60 {
                 format!("{} seconds", t.retry_after)
@@ -370,10 +372,13 @@ pub async fn submit(
             identity
         }
         Err(ConnectorError::Busy) => {
+            metrics().rate_limited("hash_queue");
+            metrics().sign_in(&tenant.id, connector.id(), "throttled");
             let msg = "The server is busy; try again in a moment.";
             return with_retry_after(page(msg, StatusCode::SERVICE_UNAVAILABLE), 1);
         }
         Err(ConnectorError::InvalidCredentials) => {
+            metrics().sign_in(&tenant.id, connector.id(), "failure");
             attempt.failed(&app, &tenant).await;
             app.audit.record(
                 &tenant,
@@ -387,6 +392,7 @@ pub async fn submit(
             return page("Wrong email or password.", StatusCode::UNAUTHORIZED);
         }
         Err(e) => {
+            metrics().sign_in(&tenant.id, connector.id(), "failure");
             tracing::warn!(connector = connector.id(), error = %e, "login failed upstream");
             return pages::error_page(&OAuthError::server_error(
                 "the identity provider could not sign you in",
@@ -468,6 +474,7 @@ pub async fn signed_in(
         Ok(s) => s,
         Err(e) => return pages::error_page(&e),
     };
+    metrics().sign_in(&tenant.id, &identity.connector_id, "success");
     app.audit.record(
         tenant,
         "login",

@@ -4,14 +4,10 @@
 //! does HTTP, the tenant's policy (open, initial access token, disabled),
 //! abuse limits and storage.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
 use axum::body::{Body, Bytes};
 use axum::extract::{RawPathParams, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -23,16 +19,15 @@ use crate::oauth::client_auth::Client;
 use crate::oauth::machine::check_machine_registration;
 use crate::oauth::params::has_control;
 use crate::oauth::registration::{self, MetadataError, Policy, RegisteredMetadata};
+use crate::oauth::unused_clients::{self, SOURCE_DCR};
 use crate::store::{ClientRecord, RegistrationRecord, StoreError};
+use crate::telemetry::metrics::metrics;
 use crate::tenants::{RegistrationMode, Tenant, TenantCtx};
 use crate::tokens::secret::{ct_eq, hash_str, random_id, Handle};
 use crate::AppState;
 
 /// Largest registration or update request body.
 pub const MAX_REGISTRATION_BODY: usize = 16 * 1024;
-
-/// Where self-registered clients come from (`clients.source`).
-pub const SOURCE_DCR: &str = "dcr";
 
 /// Prefix of generated client ids: recognisable, and never mistaken for a
 /// command-line flag (a bare base64url id may start with `-`).
@@ -180,6 +175,7 @@ async fn check_rate(app: &AppState, tenant: &Tenant, source: SourceAddr) -> RegR
         )
         .await;
     if !by_source.allowed {
+        metrics().rate_limited("registration_source");
         let secs = by_source.retry_after();
         return Err(RegistrationError::rate_limited(
             format!("too many registrations from this address; retry in {secs} seconds"),
@@ -195,6 +191,7 @@ async fn check_rate(app: &AppState, tenant: &Tenant, source: SourceAddr) -> RegR
         )
         .await;
     if !by_tenant.allowed {
+        metrics().rate_limited("registration_tenant");
         let secs = by_tenant.retry_after();
         return Err(RegistrationError::rate_limited(
             format!("too many registrations at this authorization server; retry in {secs} seconds"),
@@ -355,6 +352,8 @@ pub async fn register(
         Ok((id, _)) => ("success", json!({}), Some(id.clone())),
         Err(e) => ("failure", json!({"error": e.error}), None),
     };
+    let counted = if result.is_ok() { "created" } else { "refused" };
+    metrics().registration(&tenant.id, "dcr", counted);
     app.audit.record(
         &tenant,
         "client_registration",
@@ -366,7 +365,7 @@ pub async fn register(
     );
     match result {
         Ok((_, body)) => {
-            maybe_purge_unused(&app, &tenant);
+            unused_clients::maybe_purge_unused(&app, &tenant);
             json_response(StatusCode::CREATED, body)
         }
         Err(e) => e.into_response(),
@@ -724,71 +723,4 @@ pub async fn delete(
         }
         Err(e) => e.into_response(),
     }
-}
-
-// ---------------------------------------------------------------------------
-// Never-used registrations
-// ---------------------------------------------------------------------------
-
-/// Records that a self-registered client obtained a token, once per client
-/// per node (later calls are answered from memory). Call after a successful
-/// token response; failures are logged, never returned.
-pub async fn note_client_used(app: &AppState, tenant_id: &str, client: &Client) {
-    static SEEN: OnceLock<Cache<String, ()>> = OnceLock::new();
-    if client.source != SOURCE_DCR {
-        return;
-    }
-    let seen = SEEN
-        .get_or_init(|| crate::app::new_cache(std::time::Duration::from_secs(24 * 3600), 100_000));
-    let key = format!("{tenant_id}\n{}", client.client_id);
-    if seen.get(&key).await.is_some() {
-        return;
-    }
-    match app
-        .store
-        .mark_client_used(tenant_id, &client.client_id, app.now())
-        .await
-    {
-        Ok(()) => seen.insert(key, ()).await,
-        Err(e) => tracing::warn!(error = %e, "could not record the client's first use"),
-    }
-}
-
-/// How often one node purges a tenant's never-used registrations.
-const PURGE_INTERVAL: i64 = 600;
-
-/// After a registration, at most every `PURGE_INTERVAL` seconds per tenant
-/// and node: delete self-registered clients older than the tenant's
-/// `unused_client_ttl` that never obtained a token, and expired initial
-/// access tokens. Runs in the background.
-fn maybe_purge_unused(app: &AppState, tenant: &Tenant) {
-    static LAST: OnceLock<Mutex<HashMap<String, i64>>> = OnceLock::new();
-    let now = app.now();
-    {
-        let mut last = LAST
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match last.get(&tenant.id) {
-            Some(at) if now - at < PURGE_INTERVAL => return,
-            _ => {
-                last.insert(tenant.id.clone(), now);
-            }
-        }
-    }
-    let store = app.store.clone();
-    let tenant_id = tenant.id.clone();
-    let cutoff = now - tenant.settings.registration.unused_client_ttl;
-    tokio::spawn(async move {
-        match store
-            .purge_unused_dynamic_clients(&tenant_id, cutoff, now)
-            .await
-        {
-            Ok(n) if n > 0 => {
-                tracing::info!(tenant = %tenant_id, removed = n, "purged never-used registrations")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purging never-used registrations failed"),
-        }
-    });
 }

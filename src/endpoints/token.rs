@@ -4,7 +4,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::grants;
 use crate::http::SourceAddr;
@@ -12,41 +11,8 @@ use crate::oauth::client_auth::{self, Client};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::{check_form_content_type, Params};
 use crate::tenants::{Tenant, TenantCtx};
+use crate::tokens::TokenResponse;
 use crate::AppState;
-
-#[derive(Debug, Serialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    pub scope: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
-    /// RFC 8693 §2.2.1, token exchange only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issued_token_type: Option<&'static str>,
-}
-
-impl TokenResponse {
-    /// A plain Bearer access token response: no refresh or ID token. Its
-    /// `scope` is the access token's (RFC 6749 §5.1).
-    pub fn bearer(
-        access: crate::tokens::MintedAccessToken,
-        scope: &crate::oauth::scope::ScopeSet,
-    ) -> Self {
-        TokenResponse {
-            access_token: access.token,
-            token_type: "Bearer",
-            expires_in: access.expires_in,
-            scope: crate::oauth::scope::access_token_scope(scope).to_string(),
-            refresh_token: None,
-            id_token: None,
-            issued_token_type: None,
-        }
-    }
-}
 
 impl IntoResponse for TokenResponse {
     fn into_response(self) -> Response {
@@ -129,7 +95,7 @@ async fn run(
     let result = grants::dispatch(app, tenant, &client, &grant_type, &params, source).await;
     if result.is_ok() {
         // Self-registered clients that never get a token expire by policy.
-        crate::endpoints::register::note_client_used(app, &tenant.id, &client).await;
+        crate::oauth::unused_clients::note_client_used(app, &tenant.id, &client).await;
     }
     let outcome = if result.is_ok() { "success" } else { "failure" };
     let detail = match &result {

@@ -1,8 +1,6 @@
 //! grant_type=authorization_code (RFC 6749 §4.1.3, RFC 7636, RFC 8707).
 
 use crate::audit::{SecurityEvent, Severity};
-use crate::endpoints::flow::CodeData;
-use crate::endpoints::token::TokenResponse;
 use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
@@ -11,6 +9,8 @@ use crate::oauth::pkce;
 use crate::store::CodeRedemption;
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, Handle};
+use crate::tokens::CodeData;
+use crate::tokens::TokenResponse;
 use crate::AppState;
 
 use super::{issue_user_tokens, UserGrant};
@@ -62,6 +62,7 @@ pub async fn grant(
         CodeRedemption::Replayed { grant_id } => {
             // Someone else holds the code (RFC 9700 §4.5): what it issued
             // is revoked; the operator hears of it (`code_replay`, high).
+            crate::telemetry::metrics::metrics().replay_detected(&tenant.id, "code_replay");
             let subject = app.store.get_grant(&grant_id).await?.map(|g| g.subject);
             app.audit.security(
                 tenant,

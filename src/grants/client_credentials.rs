@@ -1,7 +1,6 @@
 //! grant_type=client_credentials (RFC 6749 §4.4): a confidential client acting
 //! for itself. No refresh token, no ID token; `sub` is the client id.
 
-use crate::endpoints::token::TokenResponse;
 use crate::http::SourceAddr;
 use crate::oauth::authorization_request::{allowed_scopes, default_scopes};
 use crate::oauth::client_auth::Client;
@@ -9,6 +8,7 @@ use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::machine;
 use crate::oauth::params::Params;
 use crate::tenants::{Tenant, GRANT_CLIENT_CREDENTIALS};
+use crate::tokens::TokenResponse;
 use crate::tokens::{mint_access_token, AccessTokenSpec};
 use crate::AppState;
 

@@ -1,13 +1,13 @@
 //! grant_type=urn:ietf:params:oauth:grant-type:device_code (RFC 8628 §3.4):
 //! the device polls until the user has decided.
 
-use crate::endpoints::token::TokenResponse;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{ErrorCode, OAuthError, OAuthResult};
 use crate::oauth::params::Params;
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, Handle};
 use crate::tokens::GrantData;
+use crate::tokens::TokenResponse;
 use crate::AppState;
 
 use super::{issue_user_tokens, UserGrant};

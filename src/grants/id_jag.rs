@@ -5,7 +5,6 @@
 
 use serde_json::{json, Value};
 
-use crate::endpoints::token::TokenResponse;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
@@ -13,6 +12,7 @@ use crate::oauth::resource;
 use crate::oauth::scope::ScopeSet;
 use crate::tenants::{ExchangeRule, Tenant};
 use crate::tokens::secret::{ct_eq, random_id};
+use crate::tokens::{IssuedFormat, TokenResponse};
 use crate::AppState;
 
 use super::token_exchange::{Refusal, TYPE_ID_JAG, TYPE_ID_TOKEN};
@@ -272,5 +272,6 @@ pub async fn issue(
         refresh_token: None,
         id_token: None,
         issued_token_type: Some(TYPE_ID_JAG),
+        format: IssuedFormat::IdJag,
     })
 }

@@ -12,7 +12,6 @@ use moka::future::Cache;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::endpoints::token::TokenResponse;
 use crate::oauth::authorization_request::{allowed_resource, allowed_scopes};
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
@@ -22,6 +21,7 @@ use crate::oauth::scope::ScopeSet;
 use crate::store::IdentityRecord;
 use crate::tenants::{Tenant, TrustedIssuer};
 use crate::tokens::secret::ct_eq;
+use crate::tokens::TokenResponse;
 use crate::tokens::{mint_access_token, AccessTokenSpec};
 use crate::AppState;
 
@@ -92,7 +92,9 @@ async fn issuer_keys(issuer: &TrustedIssuer, kid: Option<&str>) -> OAuthResult<J
         .jwks_uri
         .as_deref()
         .ok_or_else(|| invalid("no keys are configured for this issuer"))?;
-    if let Some(cached) = jwks_cache().get(uri).await {
+    let cached = jwks_cache().get(uri).await;
+    crate::telemetry::metrics::metrics().cache("issuer_jwks", cached.is_some());
+    if let Some(cached) = cached {
         if kid.is_none_or(|k| cached.find(k).is_some()) {
             return Ok(cached);
         }
@@ -292,6 +294,7 @@ pub async fn grant(
         )
         .await?
     {
+        crate::telemetry::metrics::metrics().replay_detected(&tenant.id, "assertion_replay");
         return Err(invalid("this assertion was already used"));
     }
     // The enterprise user becomes a stable subject here, per issuer.

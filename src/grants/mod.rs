@@ -9,7 +9,6 @@ pub mod refresh_token;
 pub mod token_exchange;
 
 use crate::audit::{SecurityEvent, Severity};
-use crate::endpoints::token::TokenResponse;
 use crate::http::SourceAddr;
 use crate::oauth::authorization_request::allowed_resource;
 use crate::oauth::client_auth::Client;
@@ -18,10 +17,12 @@ use crate::oauth::machine;
 use crate::oauth::params::Params;
 use crate::oauth::resource;
 use crate::oauth::scope::{access_token_scope, ScopeSet};
+use crate::telemetry::metrics::metrics;
 use crate::tenants::{
     Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
     GRANT_JWT_BEARER, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
 };
+use crate::tokens::TokenResponse;
 use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
@@ -39,7 +40,7 @@ pub async fn dispatch(
     params: &Params,
     source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
-    match grant_type {
+    let result = match grant_type {
         GRANT_AUTHORIZATION_CODE => {
             authorization_code::grant(app, tenant, client, params, source).await
         }
@@ -53,6 +54,25 @@ pub async fn dispatch(
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant_type '{other}' is not supported"
         ))),
+    };
+    if let Ok(issued) = &result {
+        count_issued(tenant, grant_type, issued);
+    }
+    if grant_type == GRANT_TOKEN_EXCHANGE {
+        metrics().exchange_decision(&tenant.id, result.is_ok());
+    }
+    result
+}
+
+/// Every token a response carries, by grant type and format.
+fn count_issued(tenant: &Tenant, grant_type: &str, issued: &TokenResponse) {
+    let m = metrics();
+    m.token_issued(&tenant.id, grant_type, issued.format.label());
+    if issued.refresh_token.is_some() {
+        m.token_issued(&tenant.id, grant_type, "refresh");
+    }
+    if issued.id_token.is_some() {
+        m.token_issued(&tenant.id, grant_type, "id_token");
     }
 }
 
@@ -266,5 +286,6 @@ pub async fn issue_user_tokens(
         refresh_token,
         id_token,
         issued_token_type: None,
+        format: access.format.into(),
     })
 }

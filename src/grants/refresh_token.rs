@@ -2,7 +2,6 @@
 //! rotation on every use; reuse of a rotated token revokes the family.
 
 use crate::audit::{SecurityEvent, Severity};
-use crate::endpoints::token::TokenResponse;
 use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
@@ -12,6 +11,7 @@ use crate::store::{RefreshRecord, RefreshRotation};
 use crate::tenants::identity::recheck_upstream;
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, Handle};
+use crate::tokens::TokenResponse;
 use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
@@ -65,6 +65,7 @@ fn report_reuse(
     grant_id: &str,
     source: SourceAddr,
 ) {
+    crate::telemetry::metrics::metrics().replay_detected(&tenant.id, "refresh_reuse");
     app.audit.security(
         tenant,
         SecurityEvent {
@@ -222,5 +223,6 @@ pub async fn grant(
         refresh_token: Some(handle.expose().to_string()),
         id_token,
         issued_token_type: None,
+        format: access.format.into(),
     })
 }

@@ -31,7 +31,6 @@
 use serde_json::{json, Value};
 
 use crate::audit::{SecurityEvent, Severity};
-use crate::endpoints::token::TokenResponse;
 use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::ErrorCode;
@@ -46,6 +45,7 @@ use crate::tokens::secret::{ct_eq, random_id};
 use crate::tokens::{
     copied_claims, mint_access_token, AccessClaims, AccessTokenSpec, GrantData, UserClaims,
 };
+use crate::tokens::{IssuedFormat, TokenResponse};
 use crate::AppState;
 
 pub use crate::tenants::GRANT_TOKEN_EXCHANGE;
@@ -801,6 +801,7 @@ async fn issue_refresh(
         refresh_token: None,
         id_token: None,
         issued_token_type: Some(TYPE_REFRESH_TOKEN),
+        format: IssuedFormat::Refresh,
     })
 }
 

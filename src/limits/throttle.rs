@@ -29,6 +29,7 @@ use serde_json::json;
 use super::{source_key, text_key, Limits};
 use crate::audit::{SecurityEvent, Severity};
 use crate::http::SourceAddr;
+use crate::telemetry::metrics::metrics;
 use crate::tenants::Tenant;
 use crate::AppState;
 
@@ -180,6 +181,18 @@ fn keys(kind: Kind, tenant: &Tenant, who: &str, source: SourceAddr) -> (String, 
     )
 }
 
+/// The metrics label of a refusal: which kind of attempt, counted by what.
+fn limit_label(kind: Kind, scope: &str) -> &'static str {
+    match (kind, scope) {
+        (Kind::Login, "source") => "sign_in_source",
+        (Kind::Login, "in_flight") => "sign_in_in_flight",
+        (Kind::Login, _) => "sign_in_account",
+        (Kind::ClientAuth, "source") => "client_auth_source",
+        (Kind::ClientAuth, "in_flight") => "client_auth_in_flight",
+        (Kind::ClientAuth, _) => "client_auth_client",
+    }
+}
+
 /// Records a refusal (as a security event, once per window and key) and
 /// returns it.
 async fn refuse(
@@ -188,6 +201,7 @@ async fn refuse(
     (kind, who, source): (Kind, &str, SourceAddr),
     (retry_after, message, scope, key): (u64, &str, &str, &str),
 ) -> Throttled {
+    metrics().rate_limited(limit_label(kind, scope));
     let limits = &app.limits;
     if limits
         .once_per_window(&format!("evt:{key}"), limits.settings.window)

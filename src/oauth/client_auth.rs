@@ -23,6 +23,7 @@ use super::params::{has_control, Params};
 use crate::http::SourceAddr;
 use crate::limits::throttle::{self, Kind, Throttled};
 use crate::store::{ClientRecord, DynStore, StoreError};
+use crate::telemetry::metrics::metrics;
 use crate::tenants::{AuthMethod, ClientMetadata, Tenant};
 
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -92,7 +93,9 @@ impl ClientCache {
             return Ok(None);
         }
         let key = (tenant_id.to_string(), client_id.to_string());
-        if let Some(c) = self.clients.get(&key).await {
+        let cached = self.clients.get(&key).await;
+        metrics().cache("clients", cached.is_some());
+        if let Some(c) = cached {
             return Ok(Some(c));
         }
         // Misses are not cached: a client registered on another node must
@@ -137,7 +140,9 @@ impl ClientCache {
             return false;
         };
         let digest = self.digest(client, phc, presented);
-        self.verified.get(&digest).await.is_some()
+        let hit = self.verified.get(&digest).await.is_some();
+        metrics().cache("verified_secrets", hit);
+        hit
     }
 
     /// Checks the secret with argon2 on the process's bounded hashing pool
@@ -360,6 +365,7 @@ fn throttled(t: Throttled) -> OAuthError {
 }
 
 fn busy() -> OAuthError {
+    crate::telemetry::metrics::metrics().rate_limited("hash_queue");
     OAuthError::unavailable().with_retry_after(1)
 }
 
@@ -552,6 +558,7 @@ async fn verify_assertion(
         .remember_jti(&tenant.id, &scope, &jti, exp + SKEW, now)
         .await?
     {
+        crate::telemetry::metrics::metrics().replay_detected(&tenant.id, "assertion_replay");
         return Err(fail("jti was already used"));
     }
     Ok(())
@@ -597,7 +604,9 @@ async fn client_keys(
     let (keys, recent) = fetched_keys();
     // Per tenant: each tenant's address policy decides what may be fetched.
     let cache_key = format!("{}\n{uri}", tenant.id);
-    if let Some(cached) = keys.get(&cache_key).await {
+    let cached = keys.get(&cache_key).await;
+    metrics().cache("client_jwks", cached.is_some());
+    if let Some(cached) = cached {
         let has_kid = kid.is_none_or(|k| cached.find(k).is_some());
         if has_kid || recent.get(&cache_key).await.is_some() {
             return Ok(cached);

@@ -39,6 +39,7 @@ use super::client_auth::Client;
 use super::errors::OAuthError;
 use super::registration::{self, Policy};
 use crate::store::StoreError;
+use crate::telemetry::metrics::metrics;
 use crate::tenants::{
     CimdPolicy, ClientMetadata, Tenant, GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN,
 };
@@ -708,16 +709,19 @@ impl DocumentCache {
         }
         let url = check_client_id_url(client_id, policy)?;
         let key = (tenant.id.clone(), client_id.to_string());
+        let m = metrics();
         if let Some(hit) = self.documents.get(&key).await {
             if hit
                 .addresses
                 .iter()
                 .all(|ip| check_address(*ip, policy).is_ok())
             {
+                m.cache("client_metadata_document", true);
                 return Ok(Some(hit.client));
             }
             self.documents.invalidate(&key).await;
         }
+        m.cache("client_metadata_document", false);
         let result = tokio::time::timeout(FETCH_TIMEOUT, self.fetch(&url, policy))
             .await
             .unwrap_or_else(|_| Err(refuse("fetching the metadata document timed out")))
@@ -728,10 +732,12 @@ impl DocumentCache {
         let (meta, lifetime, addresses) = match result {
             Ok(r) => r,
             Err(e) => {
+                m.registration(&tenant.id, "metadata_document", "refused");
                 tracing::info!(tenant = %tenant.id, client_id, error = %e, "client metadata document refused");
                 return Err(e);
             }
         };
+        m.registration(&tenant.id, "metadata_document", "created");
         let client = Arc::new(Client {
             tenant_id: tenant.id.clone(),
             client_id: client_id.to_string(),

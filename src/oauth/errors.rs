@@ -197,6 +197,20 @@ struct Body<'a> {
     error_description: &'a str,
 }
 
+/// Left on a response that carries an OAuth error (JSON, error page or
+/// error redirect), so the HTTP layer can count errors by code without
+/// parsing bodies (`telemetry::http_metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorSent(pub &'static str);
+
+impl OAuthError {
+    /// Marks `res` as carrying this error (see [`ErrorSent`]).
+    pub fn mark(&self, mut res: Response) -> Response {
+        res.extensions_mut().insert(ErrorSent(self.code.as_str()));
+        res
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body = Body {
@@ -220,7 +234,7 @@ impl IntoResponse for OAuthError {
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        res
+        self.mark(res)
     }
 }
 

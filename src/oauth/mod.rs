@@ -13,3 +13,4 @@ pub mod redirect_uri;
 pub mod registration;
 pub mod resource;
 pub mod scope;
+pub mod unused_clients;

@@ -240,9 +240,19 @@ pub struct DeviceRecord {
     pub expires_at: i64,
 }
 
+/// A snapshot of the connection pool, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
+    /// The connection pool's size now, its idle part and its limit.
+    fn pool_stats(&self) -> PoolStats;
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
 

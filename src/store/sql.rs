@@ -217,6 +217,14 @@ macro_rules! sql_store {
                 $backend
             }
 
+            fn pool_stats(&self) -> PoolStats {
+                PoolStats {
+                    size: self.pool.size(),
+                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
+
             async fn migrate(&self) -> StoreResult<()> {
                 $migrator.run(&self.pool).await?;
                 Ok(())

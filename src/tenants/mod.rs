@@ -316,7 +316,10 @@ pub fn build_connectors(settings: &TenantSettings) -> Result<Vec<Arc<dyn Connect
             }
         }
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(crate::telemetry::upstream::Observed::wrap)
+        .collect())
 }
 
 /// The connector configured for an email domain (from `login_hint`).
@@ -389,7 +392,9 @@ impl TenantRegistry {
         id: &str,
         now: i64,
     ) -> Result<Arc<Tenant>, TenantError> {
-        if let Some(t) = self.cache.get(id).await {
+        let cached = self.cache.get(id).await;
+        crate::telemetry::metrics::metrics().cache("tenants", cached.is_some());
+        if let Some(t) = cached {
             return Ok(t);
         }
         let tenant = Arc::new(load_tenant(store, kek, public_url, id, now).await?);

@@ -1,8 +1,13 @@
 //! Minting what the token endpoint hands out: access tokens (JWT per RFC 9068
 //! or opaque), ID tokens, and the records behind codes and refresh tokens.
 
+mod code;
 pub mod inspect;
+mod response;
 pub mod secret;
+
+pub use code::CodeData;
+pub use response::{IssuedFormat, TokenResponse};
 
 use std::collections::BTreeMap;
 
@@ -125,6 +130,7 @@ pub fn copied_claims(
 
 pub struct MintedAccessToken {
     pub token: String,
+    pub format: TokenFormat,
     pub expires_in: i64,
     pub claims: AccessClaims,
 }
@@ -206,6 +212,7 @@ pub async fn mint_access_token(
     }
     Ok(MintedAccessToken {
         token,
+        format,
         expires_in: ttl,
         claims,
     })
