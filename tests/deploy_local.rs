@@ -54,7 +54,10 @@ impl Cluster {
             ("GATEHOUSE_LOCAL_STATS_PORT", stats.to_string()),
             ("GATEHOUSE_LOCAL_DATABASE", database.clone()),
             ("GATEHOUSE_BIN", binary().to_string()),
-            ("GATEHOUSE_LOG", "info,sqlx=warn,tower_http=debug".to_string()),
+            (
+                "GATEHOUSE_LOG",
+                "info,sqlx=warn,tower_http=debug".to_string(),
+            ),
         ];
         Cluster {
             dir,
@@ -196,7 +199,16 @@ fn token_requests_in_metrics(metrics: &str) -> f64 {
 
 fn psql(database: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qtAc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-qtAc",
+            sql,
+        ])
         .output()
         .expect("psql");
     assert!(
@@ -294,7 +306,10 @@ async fn local_cluster_serves_through_the_load_balancer_from_both_nodes() {
     let handle = minted["access_token"].as_str().expect("opaque token");
     assert_eq!(handle.split('.').count(), 1, "an opaque token: {handle}");
     let seen = introspect(&http, &node(1), &service, handle).await;
-    assert_eq!(seen["active"], true, "node2 on node1's opaque token: {seen}");
+    assert_eq!(
+        seen["active"], true,
+        "node2 on node1's opaque token: {seen}"
+    );
     assert_eq!(seen["client_id"], "local-opaque");
     assert_eq!(seen["aud"], MCP);
     let jwt = token(&http, &node(1), "local-service", &service).await;
