@@ -622,3 +622,91 @@ client_secret = "{UPSTREAM_SECRET}"
         1.0
     );
 }
+
+/// deploy/checks/deploy_checks.py checks the alert rules and the Grafana
+/// dashboard against its list of what Gatehouse exports; that list must be
+/// what the binary really serves, family for family, label for label.
+#[tokio::test]
+async fn the_deploy_checks_know_exactly_the_exported_metrics() {
+    let (server, mgmt) = start(Db::Sqlite, &config(), &[]).await;
+    // One request so the HTTP families have a sample to show their labels.
+    reqwest::get(server.url("/healthz")).await.unwrap();
+    let text = reqwest::get(format!("{mgmt}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut served: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap();
+            let sample = match kind {
+                "counter" => format!("{family}_total"),
+                "info" => format!("{family}_info"),
+                _ => family.to_string(),
+            };
+            served.insert(sample, kind.to_string());
+        }
+    }
+    let checks = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/checks/deploy_checks.py"),
+    )
+    .unwrap();
+    let start = checks.find("METRICS: dict").expect("METRICS table");
+    let end = start + checks[start..].find("\n}\n").expect("end of METRICS");
+    let mut listed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in checks[start..end].lines().skip(1) {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix('"') else {
+            continue;
+        };
+        let (name, rest) = rest.split_once('"').unwrap();
+        let labels = rest
+            .split(['{', '}'])
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .map(|l| l.trim().trim_matches('"').to_string())
+            .filter(|l| !l.is_empty() && l != "set()")
+            .collect();
+        listed.insert(name.to_string(), labels);
+    }
+    // A family shows on /metrics once it has a sample; every one that
+    // does must be listed, and every listed one must be registered.
+    for name in served.keys() {
+        assert!(
+            listed.contains_key(name),
+            "{name} is served but not in deploy_checks.py"
+        );
+    }
+    let source = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/telemetry/metrics.rs"),
+    )
+    .unwrap();
+    for name in listed.keys() {
+        let family = name
+            .strip_suffix("_total")
+            .or_else(|| name.strip_suffix("_info"))
+            .unwrap_or(name);
+        assert!(
+            source.contains(&format!("\"{family}\"")),
+            "deploy_checks.py lists {name}, which Gatehouse does not register"
+        );
+    }
+    let s = scrape(&mgmt).await;
+    for (name, labels) in &listed {
+        let base = name.as_str();
+        if let Some(sample) = s.0.iter().find(|x| {
+            x.name == base
+                || x.name == format!("{base}_count")
+                || x.name == format!("{base}_bucket")
+        }) {
+            let mut have: Vec<&String> = sample.labels.keys().filter(|k| *k != "le").collect();
+            have.sort();
+            let mut want: Vec<&String> = labels.iter().collect();
+            want.sort();
+            assert_eq!(have, want, "labels of {name}");
+        }
+    }
+}
