@@ -728,7 +728,8 @@ impl DocumentCache {
         let (meta, lifetime, addresses) = match result {
             Ok(r) => r,
             Err(e) => {
-                tracing::info!(tenant = %tenant.id, client_id, error = %e, "client metadata document refused");
+                // Per request (failures are not cached): debug, not info.
+                tracing::debug!(tenant = %tenant.id, client_id, error = %e, "client metadata document refused");
                 return Err(e);
             }
         };
