@@ -169,7 +169,7 @@ fn audit_settings(global: &GlobalArgs, args: &ServeArgs) -> Result<crate::audit:
     let ndjson = match &a.audit_ndjson {
         Some(target) => Some(
             crate::audit::NdjsonOutput::open(target.clone()).map_err(|e| {
-                anyhow!("GATEHOUSE_AUDIT_NDJSON: cannot open {target:?}: {e}")
+                anyhow!("GATEHOUSE_AUDIT_NDJSON: cannot open {target}: {e}")
             })?,
         ),
         None => None,

@@ -144,7 +144,7 @@ impl Audit {
             match ndjson::NdjsonSink::start(out, counters.clone()) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::error!(target = ?target, error = %e, "audit NDJSON output disabled: no thread");
+                    tracing::error!(output = %target, error = %e, "audit NDJSON output disabled: no thread");
                     None
                 }
             }

@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,16 @@ impl std::str::FromStr for NdjsonTarget {
             "stdout" | "-" => Ok(Self::Stdout),
             "stderr" => Ok(Self::Stderr),
             path => Ok(Self::File(PathBuf::from(path))),
+        }
+    }
+}
+
+impl std::fmt::Display for NdjsonTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stdout => f.write_str("stdout"),
+            Self::Stderr => f.write_str("stderr"),
+            Self::File(p) => write!(f, "{}", p.display()),
         }
     }
 }
@@ -193,11 +203,8 @@ impl NdjsonSink {
             }
         }
         let n = events.len() as u64;
-        match self.tx.try_send(Message::Lines { text, events: n }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.ndjson_dropped.fetch_add(n, Ordering::Relaxed);
-            }
+        if self.tx.try_send(Message::Lines { text, events: n }).is_err() {
+            self.counters.ndjson_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 
