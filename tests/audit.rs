@@ -31,6 +31,17 @@ async fn try_burst(server: &Server, n: u64, concurrency: usize) -> u64 {
     let http = reqwest::Client::new();
     let next = Arc::new(AtomicU64::new(0));
     let issued = Arc::new(AtomicU64::new(0));
+    // One request alone first: the node verifies the secret (argon2) once
+    // and remembers it; many first verifications at once from one address
+    // would be throttled (docs/operations.md 9.1).
+    let mut concurrency = concurrency;
+    if n > 1 {
+        let alone = Box::pin(try_burst(server, 1, 1)).await;
+        issued.fetch_add(alone, Ordering::Relaxed);
+        next.fetch_add(1, Ordering::Relaxed);
+    } else {
+        concurrency = 1;
+    }
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (http, next, issued) = (http.clone(), next.clone(), issued.clone());
@@ -46,6 +57,8 @@ async fn try_burst(server: &Server, n: u64, concurrency: usize) -> u64 {
                     .expect("token request");
                 if res.status() == 200 {
                     issued.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    eprintln!("token request: {} {:?}", res.status(), res.text().await);
                 }
             }
         }));
@@ -346,6 +359,7 @@ async fn events_survive_a_database_outage_and_a_restart(db: Db) {
         "{log}"
     );
     assert_eq!(flushed_line(&log)["dropped_total"], 0, "{log}");
+    assert!(log.contains("events spilled to disk"), "{log}");
     psql(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"));
     server.restart().await;
     let events = wait_for_tokens(&server, issued + 1, Duration::from_secs(30)).await;

@@ -240,6 +240,12 @@ impl Writer {
                 self.write_row_by_row(batch);
                 return Ok(());
             }
+            // The once-a-second chores go on while the database is away:
+            // the spill reaches its file, losses are reported.
+            if let Some(spill) = &self.shared.spill {
+                spill.flush();
+            }
+            self.report(reports);
             let step = tokio::select! {
                 c = self.control.recv() => Step::Stop(c),
                 () = tokio::time::sleep(backoff) => Step::Done(Ok(())),
