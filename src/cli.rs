@@ -168,9 +168,8 @@ fn audit_settings(global: &GlobalArgs, args: &ServeArgs) -> Result<crate::audit:
     let a = &args.audit;
     let ndjson = match &a.audit_ndjson {
         Some(target) => Some(
-            crate::audit::NdjsonOutput::open(target.clone()).map_err(|e| {
-                anyhow!("GATEHOUSE_AUDIT_NDJSON: cannot open {target}: {e}")
-            })?,
+            crate::audit::NdjsonOutput::open(target.clone())
+                .map_err(|e| anyhow!("GATEHOUSE_AUDIT_NDJSON: cannot open {target}: {e}"))?,
         ),
         None => None,
     };

@@ -155,7 +155,10 @@ fn flushed_line(log: &str) -> HashMap<String, u64> {
             .find(&format!("{key}="))
             .map(|i| i + key.len() + 1)
             .or_else(|| line.find(&format!("\"{key}\":")).map(|i| i + key.len() + 3))?;
-        let digits: String = line[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        let digits: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
         Some((key.to_string(), digits.parse().ok()?))
     })
     .collect()
@@ -199,9 +202,11 @@ async fn a_burst_loses_no_event_and_logs_no_line_per_token(db: Db) {
     );
     let ids: HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids.len() as u64, TOKENS);
-    assert!(events.iter().all(|e| detail(e)["grant_type"] == "client_credentials"
-        && e.client_id.as_deref() == Some(SERVICE_CLIENT)
-        && e.source_ip.as_deref() == Some("127.0.0.1")));
+    assert!(events
+        .iter()
+        .all(|e| detail(e)["grant_type"] == "client_credentials"
+            && e.client_id.as_deref() == Some(SERVICE_CLIENT)
+            && e.source_ip.as_deref() == Some("127.0.0.1")));
 
     assert!(server.terminate(), "a clean exit: {}", server.log());
     let log = server.log();
@@ -303,7 +308,10 @@ async fn lost_events_are_counted_and_reported_once(db: Db) {
     let stored = token_events(&server).await.len() as u64;
     let log = server.log();
     let stats = flushed_line(&log);
-    assert!(stats["dropped_total"] > 0, "the queue overflowed: {stats:?}");
+    assert!(
+        stats["dropped_total"] > 0,
+        "the queue overflowed: {stats:?}"
+    );
     assert_eq!(
         stored + stats["dropped_total"],
         issued,
@@ -340,7 +348,9 @@ async fn events_survive_a_database_outage_and_a_restart(db: Db) {
         .next()
         .expect("database name")
         .to_string();
-    psql(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"));
+    psql(&format!(
+        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"
+    ));
     psql(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
     ));
@@ -360,7 +370,9 @@ async fn events_survive_a_database_outage_and_a_restart(db: Db) {
     );
     assert_eq!(flushed_line(&log)["dropped_total"], 0, "{log}");
     assert!(log.contains("events spilled to disk"), "{log}");
-    psql(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"));
+    psql(&format!(
+        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"
+    ));
     server.restart().await;
     let events = wait_for_tokens(&server, issued + 1, Duration::from_secs(30)).await;
     assert_eq!(events.len() as u64, issued + 1, "every token, once");
@@ -450,8 +462,8 @@ async fn ndjson_file_has_every_kept_event(db: Db) {
             "{e}"
         );
         let unix = e["unix"].as_i64().unwrap();
-        let time = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap())
-            .expect("RFC 3339");
+        let time =
+            chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).expect("RFC 3339");
         assert_eq!(time.timestamp(), unix, "{e}");
         assert!(e["time"].as_str().unwrap().ends_with('Z'), "UTC: {e}");
         assert_eq!(e["tenant"], "default");
@@ -579,7 +591,9 @@ async fn audit_webhook_receives_every_event_signed(db: Db) {
             .filter(|d| d.answered == 200)
             .flat_map(|d| {
                 let batch: Vec<Value> = serde_json::from_slice(&d.body).expect("a JSON array");
-                batch.into_iter().map(|e| e["id"].as_str().unwrap().to_string())
+                batch
+                    .into_iter()
+                    .map(|e| e["id"].as_str().unwrap().to_string())
             })
             .collect();
         if ids.len() >= 30 || Instant::now() > deadline {

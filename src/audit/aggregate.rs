@@ -190,7 +190,10 @@ mod tests {
             ),
             None
         );
-        assert_eq!(routine_grant("security.refresh_reuse", "detected", &cc), None);
+        assert_eq!(
+            routine_grant("security.refresh_reuse", "detected", &cc),
+            None
+        );
     }
 
     #[test]
@@ -199,11 +202,23 @@ mod tests {
         let t0 = 1_700_000_020; // 40 s into a minute
         for i in 0..1000 {
             let client = if i % 3 == 0 { "a" } else { "b" };
-            assert!(agg.add("default", Some(client), Some("10.0.0.1"), "client_credentials", t0 + (i % 30)));
+            assert!(agg.add(
+                "default",
+                Some(client),
+                Some("10.0.0.1"),
+                "client_credentials",
+                t0 + (i % 30)
+            ));
         }
         // The next minute has started for some of them.
         for _ in 0..7 {
-            assert!(agg.add("default", Some("a"), Some("10.0.0.1"), "client_credentials", t0 + 25));
+            assert!(agg.add(
+                "default",
+                Some("a"),
+                Some("10.0.0.1"),
+                "client_credentials",
+                t0 + 25
+            ));
         }
         assert!(agg.take_due(t0).is_empty(), "the minute is not over");
         let due = agg.take_due(t0 + 20);
@@ -217,8 +232,20 @@ mod tests {
     #[test]
     fn an_aggregate_says_what_it_stands_for() {
         let agg = Aggregator::default();
-        agg.add("t", Some("svc"), Some("10.0.0.9"), "client_credentials", 120);
-        agg.add("t", Some("svc"), Some("10.0.0.9"), "client_credentials", 150);
+        agg.add(
+            "t",
+            Some("svc"),
+            Some("10.0.0.9"),
+            "client_credentials",
+            120,
+        );
+        agg.add(
+            "t",
+            Some("svc"),
+            Some("10.0.0.9"),
+            "client_credentials",
+            150,
+        );
         let events = agg.take_due(180);
         assert_eq!(events.len(), 1);
         let e = &events[0];

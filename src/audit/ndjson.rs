@@ -203,7 +203,11 @@ impl NdjsonSink {
             }
         }
         let n = events.len() as u64;
-        if self.tx.try_send(Message::Lines { text, events: n }).is_err() {
+        if self
+            .tx
+            .try_send(Message::Lines { text, events: n })
+            .is_err()
+        {
             self.counters.ndjson_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }

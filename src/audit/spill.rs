@@ -146,7 +146,9 @@ impl Spill {
             }
         }
         let draining_bytes = pending.iter().map(|(_, s)| s).sum();
-        counters.spill_bytes.store(draining_bytes, Ordering::Relaxed);
+        counters
+            .spill_bytes
+            .store(draining_bytes, Ordering::Relaxed);
         Ok(Self {
             dir: dir.to_path_buf(),
             slot,
@@ -249,9 +251,10 @@ impl Spill {
                 tracing::warn!("audit spill: flushing the spill file failed");
             }
         }
-        let to = self
-            .dir
-            .join(format!("audit-spill-{}.drain-{}.ndjson", self.slot, s.next_seq));
+        let to = self.dir.join(format!(
+            "audit-spill-{}.drain-{}.ndjson",
+            self.slot, s.next_seq
+        ));
         s.next_seq += 1;
         let from = self.current_path();
         if let Err(e) = std::fs::rename(&from, &to) {

@@ -65,8 +65,8 @@ impl WebhookConfig {
     /// secret (at least 32 characters: it is an HMAC key). `var` is the
     /// settings' prefix for messages, e.g. `GATEHOUSE_SECURITY_WEBHOOK`.
     pub fn new(var: &str, url: &str, secret: Option<&str>) -> Result<Self, String> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| format!("{var}_URL: '{url}' is not a URL: {e}"))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| format!("{var}_URL: '{url}' is not a URL: {e}"))?;
         if parsed.scheme() != "https" && parsed.scheme() != "http" {
             return Err(format!("{var}_URL: must be an http(s) URL"));
         }
@@ -360,8 +360,8 @@ mod tests {
 
     #[test]
     fn messages_name_the_setting() {
-        let e = WebhookConfig::new("GATEHOUSE_AUDIT_WEBHOOK", "https://x.example/", None)
-            .unwrap_err();
+        let e =
+            WebhookConfig::new("GATEHOUSE_AUDIT_WEBHOOK", "https://x.example/", None).unwrap_err();
         assert!(e.starts_with("GATEHOUSE_AUDIT_WEBHOOK_SECRET:"), "{e}");
     }
 
