@@ -56,10 +56,11 @@ impl std::ops::Deref for AppState {
 }
 
 /// How the node meets the outside world: which proxies it believes, where
-/// security events go, the limits store and how long a body may take.
+/// audit and security events go, the limits store and how long a body may
+/// take.
 pub struct EdgeSettings {
     pub trusted_proxies: TrustedProxies,
-    pub security_webhook: Option<crate::audit::webhook::WebhookConfig>,
+    pub audit: crate::audit::AuditSettings,
     pub limits: Limits,
     pub body_timeout: Duration,
 }
@@ -73,7 +74,7 @@ impl AppState {
         edge: EdgeSettings,
     ) -> Self {
         let secure_cookies = public_url.starts_with("https://");
-        let audit = Audit::start(store.clone(), edge.security_webhook);
+        let audit = Audit::start(store.clone(), clock.clone(), edge.audit);
         AppState(Arc::new(Inner {
             store,
             clock,

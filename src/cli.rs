@@ -111,6 +111,89 @@ pub struct ServeArgs {
     pub test_clock_file: Option<PathBuf>,
     #[command(flatten)]
     pub protection: ProtectionArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Where audit events go besides the database, and for how long they are
+/// kept (docs/operations.md, "Audit events").
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// `stdout`, `stderr` or a file path: every kept audit event as one
+    /// JSON line (a file is appended to).
+    #[arg(long, env = "GATEHOUSE_AUDIT_NDJSON", value_parser = parse_ndjson_target)]
+    pub audit_ndjson: Option<crate::audit::NdjsonTarget>,
+    /// URL that every kept audit event is POSTed to, in JSON arrays,
+    /// signed with GATEHOUSE_AUDIT_WEBHOOK_SECRET.
+    #[arg(long, env = "GATEHOUSE_AUDIT_WEBHOOK_URL")]
+    pub audit_webhook_url: Option<String>,
+    /// HMAC-SHA256 key (at least 32 characters) for the audit webhook.
+    /// Prefer the environment to the flag.
+    #[arg(long, env = "GATEHOUSE_AUDIT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub audit_webhook_secret: Option<String>,
+    /// Days audit events are kept in the database; 0 keeps them forever.
+    #[arg(long, env = "GATEHOUSE_AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub audit_retention_days: u32,
+    /// Routine events (successful client_credentials tokens): `aggregate`
+    /// stores one event per client, source and minute with a count; `all`
+    /// stores one per token.
+    #[arg(long, env = "GATEHOUSE_AUDIT_ROUTINE", default_value = "aggregate", value_parser = parse_routine)]
+    pub audit_routine: crate::audit::Routine,
+    /// Audit events the in-memory queue holds before they spill to disk.
+    #[arg(long, env = "GATEHOUSE_AUDIT_QUEUE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub audit_queue: u32,
+    /// Megabytes the audit spill files in the data directory may take;
+    /// 0 disables the spill (a full queue then loses events, counted).
+    #[arg(long, env = "GATEHOUSE_AUDIT_SPILL_MAX_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub audit_spill_max_mb: u64,
+}
+
+fn parse_ndjson_target(s: &str) -> Result<crate::audit::NdjsonTarget, String> {
+    s.parse()
+}
+
+fn parse_routine(s: &str) -> Result<crate::audit::Routine, String> {
+    s.parse()
+}
+
+/// How long the audit pipeline may take to write out at shutdown.
+const AUDIT_FLUSH: Duration = Duration::from_secs(5);
+
+/// The audit pipeline's settings, checked (a bad URL, secret or output
+/// stops the start with a clear message).
+fn audit_settings(global: &GlobalArgs, args: &ServeArgs) -> Result<crate::audit::AuditSettings> {
+    use crate::audit::webhook::WebhookConfig;
+    let webhook = |var: &str, url: &Option<String>, secret: &Option<String>| match url {
+        Some(url) => WebhookConfig::new(var, url, secret.as_deref())
+            .map(Some)
+            .map_err(|e| anyhow!(e)),
+        None => Ok(None),
+    };
+    let a = &args.audit;
+    let ndjson = match &a.audit_ndjson {
+        Some(target) => Some(
+            crate::audit::NdjsonOutput::open(target.clone())
+                .map_err(|e| anyhow!("GATEHOUSE_AUDIT_NDJSON: cannot open {target}: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(crate::audit::AuditSettings {
+        security_webhook: webhook(
+            "GATEHOUSE_SECURITY_WEBHOOK",
+            &args.security_webhook_url,
+            &args.security_webhook_secret,
+        )?,
+        webhook: webhook(
+            "GATEHOUSE_AUDIT_WEBHOOK",
+            &a.audit_webhook_url,
+            &a.audit_webhook_secret,
+        )?,
+        ndjson,
+        routine: a.audit_routine,
+        queue: a.audit_queue as usize,
+        spill_dir: Some(global.data_dir.join("audit-spill")),
+        spill_max_bytes: a.audit_spill_max_mb.saturating_mul(1024 * 1024),
+    })
 }
 
 /// Limits that protect the node: connections, timeouts, throttles, hashing.
@@ -597,13 +680,8 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         config_path: config_path(global),
         test_clock_file: args.test_clock_file.clone(),
     };
-    let security_webhook = match &args.security_webhook_url {
-        Some(url) => Some(
-            crate::audit::webhook::WebhookConfig::new(url, args.security_webhook_secret.as_deref())
-                .map_err(|e| anyhow!(e))?,
-        ),
-        None => None,
-    };
+    let audit_settings = audit_settings(global, &args)?;
+    let ndjson_on_stdout = args.audit.audit_ndjson == Some(crate::audit::NdjsonTarget::Stdout);
     let (store, kek, _) = bootstrap_with(global, true).await?;
     let clock = match &settings.test_clock_file {
         Some(p) => {
@@ -633,7 +711,7 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         public_url.clone(),
         crate::app::EdgeSettings {
             trusted_proxies: args.trusted_proxies.clone(),
-            security_webhook,
+            audit: audit_settings,
             limits,
             body_timeout: Duration::from_secs(p.body_timeout),
         },
@@ -654,13 +732,20 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             );
         }
     }
-    spawn_purger(store.clone(), clock);
+    let audit = app.audit.clone();
+    spawn_purger(store.clone(), clock, args.audit.audit_retention_days);
     tracing::info!(listen = %settings.listen, issuer = %public_url, database = store.backend(), "gatehouse is serving");
-    println!(
+    let banner = format!(
         "gatehouse listening on http://{} (issuer {})",
         settings.listen,
         issuer_for(&public_url, DEFAULT_TENANT)
     );
+    if ndjson_on_stdout {
+        // stdout carries audit events only.
+        eprintln!("{banner}");
+    } else {
+        println!("{banner}");
+    }
     let connections = crate::http::serve::ConnectionLimits {
         max_connections: connection_budget(p.max_connections as usize),
         header_timeout: Duration::from_secs(p.header_timeout),
@@ -696,6 +781,8 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         stopped(stopping),
     )
     .await;
+    // No request runs any more: write out what the audit pipeline holds.
+    audit.flush(AUDIT_FLUSH).await;
     Ok(())
 }
 
@@ -775,15 +862,28 @@ fn connection_budget(wanted: usize) -> usize {
     wanted
 }
 
-fn spawn_purger(store: DynStore, clock: Clock) {
+fn spawn_purger(store: DynStore, clock: Clock, audit_retention_days: u32) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;
-            match store.purge_expired(clock.now()).await {
+            let now = clock.now();
+            match store.purge_expired(now).await {
                 Ok(n) if n > 0 => tracing::debug!(removed = n, "purged expired records"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging expired records failed"),
+            }
+            if audit_retention_days > 0 {
+                let before = now - i64::from(audit_retention_days) * 86_400;
+                match store.purge_audit_before(before).await {
+                    Ok(n) if n > 0 => tracing::info!(
+                        removed = n,
+                        retention_days = audit_retention_days,
+                        "purged old audit events"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purging old audit events failed"),
+                }
             }
         }
     });

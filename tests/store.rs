@@ -349,6 +349,51 @@ async fn audit_batches_are_written_and_listed(db: Db) {
     assert_eq!(listed[0].at, 699, "newest first");
 }
 
+fn audit_event(i: i64, at: i64) -> AuditRecord {
+    AuditRecord {
+        id: format!("e{i}"),
+        tenant_id: "t".into(),
+        at,
+        kind: "token".into(),
+        outcome: "success".into(),
+        client_id: Some("c".into()),
+        subject: None,
+        source_ip: Some("127.0.0.1".into()),
+        detail: r#"{"grant_type":"client_credentials"}"#.into(),
+    }
+}
+
+/// A writer batch larger than one statement's bind limit goes in whole,
+/// and writing it again (a spill replayed after a crash) adds nothing.
+async fn audit_batches_are_idempotent_and_may_exceed_one_statement(db: Db) {
+    let f = fixture(db).await;
+    let events: Vec<AuditRecord> = (0..4500).map(|i| audit_event(i, i)).collect();
+    f.store.insert_audit(&events).await.unwrap();
+    f.store.insert_audit(&events[1000..3000]).await.unwrap();
+    let mut more = events[4000..].to_vec();
+    more.push(audit_event(9999, 9999));
+    f.store.insert_audit(&more).await.unwrap();
+    let listed = f.store.list_audit("t", 100_000).await.unwrap();
+    assert_eq!(listed.len(), 4501, "each id once");
+}
+
+/// Retention deletes exactly the events before the cutoff, across
+/// several bounded statements.
+async fn audit_purge_removes_only_old_events(db: Db) {
+    let f = fixture(db).await;
+    // 12,000 old (more than two purge statements) and 300 recent.
+    let events: Vec<AuditRecord> = (0..12_300)
+        .map(|i| audit_event(i, if i < 12_000 { 1_000 + i } else { 50_000 + i }))
+        .collect();
+    f.store.insert_audit(&events).await.unwrap();
+    let removed = f.store.purge_audit_before(50_000).await.unwrap();
+    assert_eq!(removed, 12_000);
+    let left = f.store.list_audit("t", 100_000).await.unwrap();
+    assert_eq!(left.len(), 300);
+    assert!(left.iter().all(|e| e.at >= 50_000));
+    assert_eq!(f.store.purge_audit_before(50_000).await.unwrap(), 0);
+}
+
 async fn revoking_a_grant_revokes_derived_grants(db: Db) {
     let f = fixture(db).await;
     f.store.create_grant(&grant("user")).await.unwrap();
@@ -400,6 +445,8 @@ async fn revoking_a_grant_revokes_derived_grants(db: Db) {
 on_both_databases!(
     revoking_a_grant_revokes_derived_grants,
     audit_batches_are_written_and_listed,
+    audit_batches_are_idempotent_and_may_exceed_one_statement,
+    audit_purge_removes_only_old_events,
     concurrent_code_redemption_succeeds_once,
     code_replay_revokes_grant_and_its_tokens,
     concurrent_refresh_rotation_succeeds_once,

@@ -1,22 +1,26 @@
-//! The security webhook: security-class audit events POSTed as JSON to an
-//! operator's endpoint (`GATEHOUSE_SECURITY_WEBHOOK_URL`), signed with
-//! HMAC-SHA256 (`GATEHOUSE_SECURITY_WEBHOOK_SECRET`).
+//! Signed webhooks. One sender serves both:
+//!
+//! * the security webhook (`GATEHOUSE_SECURITY_WEBHOOK_URL`): each
+//!   security-class audit event as one JSON object, header
+//!   `Gatehouse-Event-Id: <event id>`;
+//! * the audit webhook (`GATEHOUSE_AUDIT_WEBHOOK_URL`): every kept audit
+//!   event, as JSON arrays of events, header `Gatehouse-Batch-Id: <batch id>`.
 //!
 //! Each request carries
-//! `Gatehouse-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
-//! and `Gatehouse-Event-Id: <event id>`; a receiver recomputes the HMAC over
-//! the timestamp, a `.` and the raw body, compares in constant time, refuses
-//! timestamps too far from its clock, and ignores event ids it has seen
-//! (a retry after a lost answer sends the same event again, freshly signed).
+//! `Gatehouse-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`;
+//! a receiver recomputes the HMAC over the timestamp, a `.` and the raw
+//! body, compares in constant time, refuses timestamps too far from its
+//! clock, and ignores ids it has seen (a retry after a lost answer sends the
+//! same body again, freshly signed).
 //!
-//! Delivery never blocks a request and never holds unbounded memory: events
-//! wait in a bounded queue (a full queue drops the event, counted and
-//! logged), at most a few are in flight, and each gets a bounded number of
+//! Delivery never blocks a request and never holds unbounded memory:
+//! deliveries wait in a bounded queue (a full queue drops the delivery,
+//! counted), at most a few are in flight, and each gets a bounded number of
 //! attempts with exponential backoff on network errors, 408, 429 and 5xx.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -24,14 +28,14 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Header with the timestamp and signature.
 pub const SIGNATURE_HEADER: &str = "Gatehouse-Signature";
-/// Header with the event's id (the same on every attempt).
+/// Header with the security event's id (the same on every attempt).
 pub const EVENT_ID_HEADER: &str = "Gatehouse-Event-Id";
+/// Header with the audit batch's id (the same on every attempt).
+pub const BATCH_ID_HEADER: &str = "Gatehouse-Batch-Id";
 
-/// Events waiting for delivery, at most.
-const QUEUE: usize = 1000;
 /// Deliveries in flight (each with its retries), at most.
 const IN_FLIGHT: usize = 4;
-/// Attempts per event, at most.
+/// Attempts per delivery, at most.
 const ATTEMPTS: u32 = 5;
 /// Backoff before the second attempt; doubled each time, capped.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -39,7 +43,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// One attempt's deadline.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The webhook's signing key. Its `Debug` never shows it.
+/// A webhook's signing key. Its `Debug` never shows it.
 #[derive(Clone)]
 pub struct WebhookSecret(String);
 
@@ -49,7 +53,7 @@ impl std::fmt::Debug for WebhookSecret {
     }
 }
 
-/// Where security events go, as configured.
+/// Where a webhook's deliveries go, as configured.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
     pub url: url::Url,
@@ -58,23 +62,22 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     /// Checks the URL (absolute http or https, no credentials) and the
-    /// secret (at least 32 characters: it is an HMAC key).
-    pub fn new(url: &str, secret: Option<&str>) -> Result<Self, String> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| format!("GATEHOUSE_SECURITY_WEBHOOK_URL: '{url}' is not a URL: {e}"))?;
+    /// secret (at least 32 characters: it is an HMAC key). `var` is the
+    /// settings' prefix for messages, e.g. `GATEHOUSE_SECURITY_WEBHOOK`.
+    pub fn new(var: &str, url: &str, secret: Option<&str>) -> Result<Self, String> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| format!("{var}_URL: '{url}' is not a URL: {e}"))?;
         if parsed.scheme() != "https" && parsed.scheme() != "http" {
-            return Err("GATEHOUSE_SECURITY_WEBHOOK_URL: must be an http(s) URL".into());
+            return Err(format!("{var}_URL: must be an http(s) URL"));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err("GATEHOUSE_SECURITY_WEBHOOK_URL: must not contain credentials".into());
+            return Err(format!("{var}_URL: must not contain credentials"));
         }
-        let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
-            "GATEHOUSE_SECURITY_WEBHOOK_SECRET: the webhook needs a signing secret".to_string()
-        })?;
+        let secret = secret
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{var}_SECRET: the webhook needs a signing secret"))?;
         if secret.len() < 32 {
-            return Err(
-                "GATEHOUSE_SECURITY_WEBHOOK_SECRET: must be at least 32 characters".to_string(),
-            );
+            return Err(format!("{var}_SECRET: must be at least 32 characters"));
         }
         Ok(Self {
             url: parsed,
@@ -97,68 +100,142 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={hex}")
 }
 
-/// One event to deliver: its id and its JSON body.
-struct Outgoing {
-    id: String,
-    body: Vec<u8>,
+/// How one webhook behaves: its name in logs, its id header, its queue.
+#[derive(Clone, Copy, Debug)]
+pub struct SenderOptions {
+    /// `security webhook` or `audit webhook`.
+    pub name: &'static str,
+    /// `EVENT_ID_HEADER` or `BATCH_ID_HEADER`.
+    pub id_header: &'static str,
+    /// Deliveries waiting, at most.
+    pub queue: usize,
+    /// Log every refused attempt and every lost delivery (rare security
+    /// events); otherwise attempts log at debug and losses are only
+    /// counted (the audit pipeline reports them once a minute).
+    pub log_each: bool,
 }
 
-/// The sender side: cheap to clone, never blocks.
+impl SenderOptions {
+    pub const SECURITY: SenderOptions = SenderOptions {
+        name: "security webhook",
+        id_header: EVENT_ID_HEADER,
+        queue: 1000,
+        log_each: true,
+    };
+    pub const AUDIT: SenderOptions = SenderOptions {
+        name: "audit webhook",
+        id_header: BATCH_ID_HEADER,
+        queue: 256,
+        log_each: false,
+    };
+}
+
+/// One delivery: its id, its JSON body and how many events it carries.
+pub struct Outgoing {
+    pub id: String,
+    pub body: Vec<u8>,
+    pub events: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Events lost: queue full, or attempts used up.
+    dropped: AtomicU64,
+    /// Events queued or in flight.
+    pending: AtomicU64,
+}
+
+/// The sending side: cheap to clone, never blocks.
 #[derive(Clone)]
-pub struct SecurityWebhook {
+pub struct WebhookSender {
     tx: mpsc::Sender<Outgoing>,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    options: SenderOptions,
 }
 
-impl SecurityWebhook {
+impl WebhookSender {
     /// Spawns the delivery task. Must be called inside a tokio runtime.
-    pub fn start(config: WebhookConfig) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
+    pub fn start(config: WebhookConfig, options: SenderOptions) -> Self {
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let counters = Arc::new(Counters::default());
         if config.url.scheme() == "http" {
             // The host only: a webhook URL's path or query can be its secret.
             let host = config.url.host_str().unwrap_or_default();
             tracing::warn!(
                 host,
-                "the security webhook is plain http: events cross the network unencrypted"
+                "the {} is plain http: events cross the network unencrypted",
+                options.name
             );
         }
-        tokio::spawn(deliver_all(config, rx, dropped.clone()));
-        Self { tx, dropped }
-    }
-
-    /// Queues an event (`event` is its JSON object, with an `id`).
-    pub fn send(&self, id: &str, event: &serde_json::Value) {
-        let body = match serde_json::to_vec(event) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
-        let outgoing = Outgoing {
-            id: id.to_string(),
-            body,
-        };
-        if self.tx.try_send(outgoing).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            // Once, then every 100th, so a flood cannot flood the log too.
-            if n == 1 || n.is_multiple_of(100) {
-                tracing::warn!(
-                    dropped_total = n,
-                    "security webhook queue full; event dropped"
-                );
-            }
+        tokio::spawn(deliver_all(config, rx, counters.clone(), options));
+        Self {
+            tx,
+            counters,
+            options,
         }
     }
 
-    /// Events dropped so far because the queue was full or delivery failed.
+    /// Queues a delivery; false (and counted as lost) when the queue is full.
+    pub fn send(&self, outgoing: Outgoing) -> bool {
+        let events = outgoing.events;
+        self.counters.pending.fetch_add(events, Ordering::Relaxed);
+        if self.tx.try_send(outgoing).is_ok() {
+            return true;
+        }
+        self.counters.pending.fetch_sub(events, Ordering::Relaxed);
+        let before = self.counters.dropped.fetch_add(events, Ordering::Relaxed);
+        let n = before + events;
+        // Once, then every 100th, so a flood cannot flood the log too.
+        if self.options.log_each && (before == 0 || before / 100 != n / 100) {
+            tracing::warn!(
+                dropped_total = n,
+                "{} queue full; event dropped",
+                self.options.name
+            );
+        }
+        false
+    }
+
+    /// Queues one JSON value (`event` has an `id`).
+    pub fn send_json(&self, id: &str, event: &serde_json::Value, events: u64) -> bool {
+        match serde_json::to_vec(event) {
+            Ok(body) => self.send(Outgoing {
+                id: id.to_string(),
+                body,
+                events,
+            }),
+            Err(_) => false,
+        }
+    }
+
+    /// Events lost so far (queue full, or delivery failed).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events queued or being delivered.
+    pub fn pending(&self) -> u64 {
+        self.counters.pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every queued delivery is done or `deadline` passes;
+    /// returns the events still undelivered.
+    pub async fn drain(&self, deadline: Instant) -> u64 {
+        loop {
+            let pending = self.pending();
+            if pending == 0 || Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
 async fn deliver_all(
     config: WebhookConfig,
     mut rx: mpsc::Receiver<Outgoing>,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    options: SenderOptions,
 ) {
     let http = match reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -167,29 +244,43 @@ async fn deliver_all(
     {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "security webhook disabled: no HTTP client");
+            tracing::error!(error = %e, "{} disabled: no HTTP client", options.name);
             return;
         }
     };
     let config = Arc::new(config);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(event) = rx.recv().await {
+    while let Some(outgoing) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let (http, config, dropped) = (http.clone(), config.clone(), dropped.clone());
+        let (http, config, counters) = (http.clone(), config.clone(), counters.clone());
         tokio::spawn(async move {
-            if !deliver(&http, &config, &event).await {
-                let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::error!(event_id = %event.id, dropped_total = n, attempts = ATTEMPTS, "security webhook delivery failed; event dropped");
+            let delivered = deliver(&http, &config, &outgoing, &options).await;
+            if !delivered {
+                let n = counters
+                    .dropped
+                    .fetch_add(outgoing.events, Ordering::Relaxed)
+                    + outgoing.events;
+                if options.log_each {
+                    tracing::error!(event_id = %outgoing.id, dropped_total = n, attempts = ATTEMPTS, "{} delivery failed; event dropped", options.name);
+                }
             }
+            counters
+                .pending
+                .fetch_sub(outgoing.events, Ordering::Relaxed);
             drop(permit);
         });
     }
 }
 
-/// Delivers one event, retrying as needed; true once the receiver took it.
-async fn deliver(http: &reqwest::Client, config: &WebhookConfig, event: &Outgoing) -> bool {
+/// Delivers one body, retrying as needed; true once the receiver took it.
+async fn deliver(
+    http: &reqwest::Client,
+    config: &WebhookConfig,
+    outgoing: &Outgoing,
+    options: &SenderOptions,
+) -> bool {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=ATTEMPTS {
         let now = std::time::SystemTime::now()
@@ -201,10 +292,10 @@ async fn deliver(http: &reqwest::Client, config: &WebhookConfig, event: &Outgoin
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 SIGNATURE_HEADER,
-                signature(config.secret.0.as_bytes(), now, &event.body),
+                signature(config.secret.0.as_bytes(), now, &outgoing.body),
             )
-            .header(EVENT_ID_HEADER, &event.id)
-            .body(event.body.clone())
+            .header(options.id_header, &outgoing.id)
+            .body(outgoing.body.clone())
             .send()
             .await;
         let retry = match result {
@@ -214,13 +305,21 @@ async fn deliver(http: &reqwest::Client, config: &WebhookConfig, event: &Outgoin
                 let retryable = status.is_server_error()
                     || status == reqwest::StatusCode::TOO_MANY_REQUESTS
                     || status == reqwest::StatusCode::REQUEST_TIMEOUT;
-                tracing::warn!(event_id = %event.id, attempt, status = status.as_u16(), retry = retryable, "security webhook refused an event");
+                if options.log_each {
+                    tracing::warn!(id = %outgoing.id, attempt, status = status.as_u16(), retry = retryable, "{} refused a delivery", options.name);
+                } else {
+                    tracing::debug!(id = %outgoing.id, attempt, status = status.as_u16(), retry = retryable, "{} refused a delivery", options.name);
+                }
                 retryable
             }
             Err(e) => {
                 // Without the URL, which may carry the receiver's secret.
                 let e = e.without_url();
-                tracing::warn!(event_id = %event.id, attempt, error = %e, "security webhook unreachable");
+                if options.log_each {
+                    tracing::warn!(id = %outgoing.id, attempt, error = %e, "{} unreachable", options.name);
+                } else {
+                    tracing::debug!(id = %outgoing.id, attempt, error = %e, "{} unreachable", options.name);
+                }
                 true
             }
         };
@@ -237,6 +336,8 @@ async fn deliver(http: &reqwest::Client, config: &WebhookConfig, event: &Outgoin
 mod tests {
     use super::*;
 
+    const VAR: &str = "GATEHOUSE_SECURITY_WEBHOOK";
+
     #[test]
     fn signature_is_hmac_sha256_over_timestamp_dot_body() {
         // Python: hmac.new(b"key", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
@@ -249,16 +350,24 @@ mod tests {
     #[test]
     fn config_needs_an_http_url_and_a_long_secret() {
         let secret = "s".repeat(32);
-        assert!(WebhookConfig::new("https://siem.example.com/hook", Some(&secret)).is_ok());
-        assert!(WebhookConfig::new("https://siem.example.com/hook", None).is_err());
-        assert!(WebhookConfig::new("https://siem.example.com/hook", Some("short")).is_err());
-        assert!(WebhookConfig::new("ftp://siem.example.com/hook", Some(&secret)).is_err());
-        assert!(WebhookConfig::new("https://u:p@siem.example.com/", Some(&secret)).is_err());
+        let new = |url: &str, secret: Option<&str>| WebhookConfig::new(VAR, url, secret);
+        assert!(new("https://siem.example.com/hook", Some(&secret)).is_ok());
+        assert!(new("https://siem.example.com/hook", None).is_err());
+        assert!(new("https://siem.example.com/hook", Some("short")).is_err());
+        assert!(new("ftp://siem.example.com/hook", Some(&secret)).is_err());
+        assert!(new("https://u:p@siem.example.com/", Some(&secret)).is_err());
+    }
+
+    #[test]
+    fn messages_name_the_setting() {
+        let e =
+            WebhookConfig::new("GATEHOUSE_AUDIT_WEBHOOK", "https://x.example/", None).unwrap_err();
+        assert!(e.starts_with("GATEHOUSE_AUDIT_WEBHOOK_SECRET:"), "{e}");
     }
 
     #[test]
     fn the_secret_never_shows_in_debug() {
-        let c = WebhookConfig::new("https://x.example/", Some(&"k".repeat(40))).unwrap();
+        let c = WebhookConfig::new(VAR, "https://x.example/", Some(&"k".repeat(40))).unwrap();
         assert!(!format!("{c:?}").contains("kkkk"));
     }
 }

@@ -733,7 +733,8 @@ impl DocumentCache {
             Ok(r) => r,
             Err(e) => {
                 m.registration(&tenant.id, "metadata_document", "refused");
-                tracing::info!(tenant = %tenant.id, client_id, error = %e, "client metadata document refused");
+                // Per request (failures are not cached): debug, not info.
+                tracing::debug!(tenant = %tenant.id, client_id, error = %e, "client metadata document refused");
                 return Err(e);
             }
         };

@@ -414,7 +414,11 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<bool>;
 
+    /// Writes a batch in one transaction; ids already stored are skipped.
     async fn insert_audit(&self, events: &[AuditRecord]) -> StoreResult<()>;
+    /// Deletes audit events older than `before` (Unix seconds), a few
+    /// thousand rows per statement; returns rows removed.
+    async fn purge_audit_before(&self, before: i64) -> StoreResult<u64>;
     async fn list_audit(&self, tenant_id: &str, limit: i64) -> StoreResult<Vec<AuditRecord>>;
 
     /// Deletes what has expired; returns rows removed.

@@ -84,6 +84,10 @@ const GRANT_COLUMNS: &str =
 const REFRESH_COLUMNS: &str =
     "token_hash, tenant_id, client_id, grant_id, data, created_at, expires_at";
 const DEVICE_COLUMNS: &str = "device_code_hash, user_code_hash, tenant_id, client_id, data, status, subject, grant_id, interval_secs, last_polled_at, created_at, expires_at";
+/// Rows per audit INSERT statement.
+const AUDIT_ROWS: usize = 1000;
+/// Rows per audit purge DELETE.
+const AUDIT_PURGE_ROWS: i64 = 5000;
 const ACCESS_COLUMNS: &str = "jti, tenant_id, client_id, grant_id, token_hash, claims, expires_at";
 
 macro_rules! sql_store {
@@ -958,9 +962,15 @@ macro_rules! sql_store {
             }
 
             async fn insert_audit(&self, events: &[AuditRecord]) -> StoreResult<()> {
-                // One multi-row INSERT per batch: audit must cost the database
-                // little even when every token request records an event.
-                for chunk in events.chunks(500) {
+                // One transaction per batch, multi-row INSERTs of AUDIT_ROWS
+                // rows (9 binds each: under SQLite's 32766 and PostgreSQL's
+                // 65535 bind limits). An id already stored is skipped, so a
+                // batch replayed from the spill after a crash is harmless.
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                for chunk in events.chunks(AUDIT_ROWS) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_events (id, tenant_id, at, kind, outcome, client_id, subject, source_ip, detail) ",
                     );
@@ -975,9 +985,33 @@ macro_rules! sql_store {
                             .push_bind(e.source_ip.clone())
                             .push_bind(e.detail.clone());
                     });
-                    q.build().execute(&self.pool).await?;
+                    q.push(" ON CONFLICT (id) DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
                 }
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn purge_audit_before(&self, before: i64) -> StoreResult<u64> {
+                // Small deletes, each its own transaction, so a large table
+                // never holds the write lock for long.
+                let mut removed = 0;
+                loop {
+                    let done = sqlx::query(
+                        "DELETE FROM audit_events WHERE id IN \
+                         (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
+                    )
+                    .bind(before)
+                    .bind(AUDIT_PURGE_ROWS)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    removed += done;
+                    if done < AUDIT_PURGE_ROWS as u64 {
+                        return Ok(removed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
 
             async fn list_audit(&self, tenant_id: &str, limit: i64) -> StoreResult<Vec<AuditRecord>> {

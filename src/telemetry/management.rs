@@ -27,6 +27,12 @@ pub fn router(app: AppState) -> Router {
 async fn scrape(State(app): State<AppState>) -> Response {
     let m = metrics::metrics();
     m.db_pool(app.store.pool_stats());
+    let audit = app.audit.stats();
+    m.audit(
+        audit.queue_depth(),
+        audit.written_total(),
+        audit.dropped_total(),
+    );
     let mut res = metrics::render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -325,6 +325,30 @@ impl Server {
         }
     }
 
+    /// Stops the server gracefully (SIGTERM, as an orchestrator does) and
+    /// waits for it to exit (at most 60 s); true when it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        // SAFETY: kill only sends a signal to the child this harness started.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub async fn restart(&mut self) {
         self.stop();
         self.spawn().await;
