@@ -351,7 +351,7 @@ async fn open_store(global: &GlobalArgs) -> Result<DynStore> {
         .migrate()
         .await
         .map_err(|e| anyhow!("database migration failed: {e}"))?;
-    Ok(store)
+    Ok(crate::telemetry::store::TracedStore::wrap(store))
 }
 
 fn tenant_alg(settings: &TenantSettings, file: Option<&FileConfig>) -> Alg {
@@ -661,6 +661,8 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         shutdown_signal(),
     )
     .await;
+    // The last spans go out before the process ends (the exporter blocks).
+    let _ = tokio::task::spawn_blocking(crate::telemetry::trace::shutdown).await;
     Ok(())
 }
 

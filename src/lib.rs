@@ -14,6 +14,7 @@ pub mod limits;
 pub mod oauth;
 pub mod pages;
 pub mod store;
+pub mod telemetry;
 pub mod tenants;
 pub mod tokens;
 

@@ -25,6 +25,8 @@ use crate::tenants::{
 use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
+use tracing::Instrument;
+
 pub fn is_supported(grant_type: &str) -> bool {
     SUPPORTED_GRANTS.contains(&grant_type)
 }
@@ -39,20 +41,52 @@ pub async fn dispatch(
     params: &Params,
     source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
+    let span = tracing::info_span!(
+        "grant",
+        otel.name = span_name(grant_type),
+        tenant = %tenant.id,
+        client_id = %client.client_id,
+        error = tracing::field::Empty,
+    );
+    let issued = async {
+        match grant_type {
+            GRANT_AUTHORIZATION_CODE => {
+                authorization_code::grant(app, tenant, client, params, source).await
+            }
+            GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params, source).await,
+            GRANT_TOKEN_EXCHANGE => {
+                token_exchange::grant(app, tenant, client, params, source).await
+            }
+            GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
+            GRANT_JWT_BEARER => jwt_bearer::grant(app, tenant, client, params).await,
+            GRANT_CLIENT_CREDENTIALS => {
+                client_credentials::grant(app, tenant, client, params, source).await
+            }
+            other => Err(OAuthError::unsupported_grant_type(format!(
+                "grant_type '{other}' is not supported"
+            ))),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    if let Err(e) = &issued {
+        // The protocol error code only (`invalid_grant`, ...): never the
+        // request's values.
+        span.record("error", e.code.as_str());
+    }
+    issued
+}
+
+/// The span of each grant, by grant type: `grant.authorization_code`, ...
+fn span_name(grant_type: &str) -> &'static str {
     match grant_type {
-        GRANT_AUTHORIZATION_CODE => {
-            authorization_code::grant(app, tenant, client, params, source).await
-        }
-        GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params, source).await,
-        GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params, source).await,
-        GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
-        GRANT_JWT_BEARER => jwt_bearer::grant(app, tenant, client, params).await,
-        GRANT_CLIENT_CREDENTIALS => {
-            client_credentials::grant(app, tenant, client, params, source).await
-        }
-        other => Err(OAuthError::unsupported_grant_type(format!(
-            "grant_type '{other}' is not supported"
-        ))),
+        GRANT_AUTHORIZATION_CODE => "grant.authorization_code",
+        GRANT_REFRESH_TOKEN => "grant.refresh_token",
+        GRANT_TOKEN_EXCHANGE => "grant.token_exchange",
+        GRANT_DEVICE_CODE => "grant.device_code",
+        GRANT_JWT_BEARER => "grant.jwt_bearer",
+        GRANT_CLIENT_CREDENTIALS => "grant.client_credentials",
+        _ => "grant.unsupported",
     }
 }
 

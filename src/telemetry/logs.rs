@@ -1,0 +1,400 @@
+//! Logs: the process's `tracing` subscriber.
+//!
+//! * `GATEHOUSE_LOG` is the filter (`tracing` env-filter syntax); the
+//!   default is given by the command.
+//! * `GATEHOUSE_LOG_FORMAT` is `text` (the default: one human-readable line
+//!   per event, with the fields of the spans it happened in) or `json`: one
+//!   JSON object per line with `timestamp`, `level`, `target`, `message`,
+//!   `fields` (the event's other fields), `span` (the innermost span's
+//!   name) and, on every line written while a request is served,
+//!   `request_id` and `trace_id` (W3C, 32 hex digits).
+//! * When traces are exported (`telemetry::trace`), the same spans feed
+//!   OpenTelemetry.
+//!
+//! Everything goes to stderr.
+
+use std::fmt;
+
+use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::filter::{EnvFilter, FilterExt};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::registry::{LookupSpan, Registry};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use super::{request, trace};
+
+pub const FILTER_VAR: &str = "GATEHOUSE_LOG";
+pub const FORMAT_VAR: &str = "GATEHOUSE_LOG_FORMAT";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogSetupError {
+    #[error("{FORMAT_VAR}: '{0}' is not a log format (text or json)")]
+    Format(String),
+    #[error("{FILTER_VAR}: '{0}' is not a valid filter ({1})")]
+    Filter(String, String),
+    #[error(transparent)]
+    Trace(#[from] trace::TraceSetupError),
+    #[error("logging was already set up in this process")]
+    AlreadySetUp,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = LogSetupError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(LogSetupError::Format(other.to_string())),
+        }
+    }
+}
+
+/// What [`init`] needs from the command being run.
+pub struct LogSettings<'a> {
+    /// The filter when `GATEHOUSE_LOG` is not set.
+    pub default_filter: &'a str,
+    /// Export traces when configured (`serve` only: admin commands do not).
+    pub traces: bool,
+}
+
+fn filter(default_filter: &str) -> Result<EnvFilter, LogSetupError> {
+    match std::env::var(FILTER_VAR) {
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| LogSetupError::Filter(v.clone(), e.to_string()))
+        }
+        _ => EnvFilter::try_new(default_filter)
+            .map_err(|e| LogSetupError::Filter(default_filter.to_string(), e.to_string())),
+    }
+}
+
+/// Installs the subscriber for the whole process, reading `GATEHOUSE_LOG`,
+/// `GATEHOUSE_LOG_FORMAT` and (with `traces`) the OpenTelemetry variables.
+/// A bad value is an error naming the variable.
+pub fn init(settings: LogSettings<'_>) -> Result<(), LogSetupError> {
+    let format: LogFormat = std::env::var(FORMAT_VAR).unwrap_or_default().parse()?;
+    // Request spans are kept whatever the filter says, so that every line
+    // logged in a request (a warning at `warn` level included) has its ids.
+    let fmt_filter = filter(settings.default_filter)?.or(RequestSpans);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![match format {
+        LogFormat::Text => fmt.fmt_fields(TextFields).with_filter(fmt_filter).boxed(),
+        LogFormat::Json => fmt.event_format(JsonLines).with_filter(fmt_filter).boxed(),
+    }];
+    if settings.traces && trace::export_configured() {
+        layers.push(trace::layer()?.boxed());
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|_| LogSetupError::AlreadySetUp)
+}
+
+/// Enables request spans (only) for the log layer.
+struct RequestSpans;
+
+impl RequestSpans {
+    fn wanted(meta: &Metadata<'_>) -> bool {
+        meta.is_span() && meta.target() == request::TARGET && meta.name() == request::SPAN
+    }
+}
+
+impl<S> Filter<S> for RequestSpans {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        Self::wanted(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if Self::wanted(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::INFO)
+    }
+}
+
+/// The ids of the request a span serves, kept in the span's extensions
+/// (for the JSON lines of events inside it).
+#[derive(Clone, Debug)]
+pub struct RequestIds {
+    pub request_id: String,
+    pub trace_id: String,
+}
+
+/// Attaches `ids` to `span` (a no-op when the span is disabled).
+pub fn attach(span: &tracing::Span, ids: RequestIds) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(registry) = dispatch.downcast_ref::<Registry>() {
+            if let Some(data) = registry.span(id) {
+                data.extensions_mut().replace(ids);
+            }
+        }
+    });
+}
+
+/// Fields as `tracing`'s default text format writes them (`name=value`,
+/// the message bare), less the `otel.*` ones, which only instruct the
+/// OpenTelemetry layer (the span name, kind and status).
+pub struct TextFields;
+
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = TextVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'w> {
+    writer: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() || field.name().starts_with("otel.") {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{sep}{value:?}")
+        } else {
+            write!(self.writer, "{sep}{}={value:?}", field.name())
+        };
+    }
+}
+
+/// One JSON object per event (see the module documentation).
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let mut fields = JsonFields::default();
+        event.record(&mut fields);
+
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let mut line = serde_json::Map::new();
+        line.insert("timestamp".into(), timestamp.into());
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        line.insert(
+            "message".into(),
+            fields.message.take().unwrap_or_default().into(),
+        );
+        line.insert("fields".into(), serde_json::Value::Object(fields.values));
+        if let Some(scope) = ctx.event_scope() {
+            let mut innermost = true;
+            for span in scope {
+                if innermost {
+                    line.insert("span".into(), span.name().into());
+                    innermost = false;
+                }
+                if let Some(ids) = span.extensions().get::<RequestIds>() {
+                    line.insert("request_id".into(), ids.request_id.clone().into());
+                    line.insert("trace_id".into(), ids.trace_id.clone().into());
+                    break;
+                }
+            }
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+/// An event's fields as JSON values; `message` apart.
+#[derive(Default)]
+struct JsonFields {
+    message: Option<String>,
+    values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JsonFields {
+    fn put(&mut self, field: &Field, value: serde_json::Value) {
+        let name = field.name();
+        if name == "message" {
+            self.message = Some(match value {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            });
+        } else if !name.starts_with("log.") {
+            // `log.*`: where a `log` record came from (already the target).
+            self.values.insert(name.to_string(), value);
+        }
+    }
+}
+
+impl Visit for JsonFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, value.to_string().into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn formats_are_text_or_json() {
+        assert_eq!("".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        assert_eq!("text".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        let err = "JSON".parse::<LogFormat>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "GATEHOUSE_LOG_FORMAT: 'JSON' is not a log format (text or json)"
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(buffer: &Buffer) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_carry_the_request_ids_inside_a_request_only() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .event_format(JsonLines)
+                .with_writer(move || writer.clone())
+                .with_filter(EnvFilter::new("warn").or(RequestSpans)),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(port = 8080u64, "outside");
+            let span = tracing::info_span!(target: request::TARGET, "request");
+            attach(
+                &span,
+                RequestIds {
+                    request_id: "req-1".into(),
+                    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                },
+            );
+            let _in = span.enter();
+            let inner = tracing::debug_span!("db");
+            let _inner = inner.enter();
+            tracing::warn!(ok = true, error = %"it \"broke\"", "inside");
+            tracing::info!("filtered out");
+        });
+        let got = lines(&buffer);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0]["message"], "outside");
+        assert_eq!(got[0]["level"], "WARN");
+        assert_eq!(got[0]["fields"]["port"], 8080);
+        assert!(got[0].get("request_id").is_none());
+        assert!(got[0]["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(got[1]["message"], "inside");
+        assert_eq!(got[1]["target"], module_path!());
+        assert_eq!(got[1]["fields"]["ok"], true);
+        assert_eq!(got[1]["fields"]["error"], "it \"broke\"");
+        assert_eq!(got[1]["request_id"], "req-1");
+        assert_eq!(got[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        // The db span is below the filter: the innermost span logged is
+        // the request's.
+        assert_eq!(got[1]["span"], "request");
+    }
+
+    #[test]
+    fn text_lines_show_span_fields_but_not_otel_instructions() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(TextFields)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .with_filter(EnvFilter::new("info")),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = "POST /token",
+                request_id = "req-1",
+                trace_id = tracing::field::Empty
+            );
+            span.record("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736");
+            let _in = span.enter();
+            tracing::info!(status = 200u64, "answered");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(
+                "request{request_id=\"req-1\" trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}:"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("answered status=200"), "{text}");
+        assert!(!text.contains("otel"), "{text}");
+    }
+}
