@@ -41,8 +41,7 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AccessToken, AuthType, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError,
-    ClientId, ClientSecret, CsrfToken, DiscoveryError, HttpClientError, HttpRequest, IssuerUrl,
-    JsonWebKeySet,
+    ClientId, ClientSecret, CsrfToken, DiscoveryError, HttpClientError, IssuerUrl, JsonWebKeySet,
     JsonWebTokenType, Nonce, NormalizedJsonWebTokenType, OAuth2TokenResponse, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
     SignatureVerificationError, StandardErrorResponse, TokenResponse,
@@ -537,7 +536,7 @@ impl OidcConnector {
                 ConnectorError::Upstream("the provider publishes no token endpoint".into())
             })?
             .set_pkce_verifier(PkceCodeVerifier::new(kept.pkce_verifier.clone()));
-        let http = |r: HttpRequest| trace::send(&self.upstream.http, r);
+        let http = trace::Traced(&self.upstream.http);
         let token = trace::traced(
             trace::span("upstream.token", &self.id),
             request.request_async(&http),
@@ -591,7 +590,7 @@ impl OidcConnector {
             .map_err(|_| {
                 ConnectorError::Upstream("the provider publishes no token endpoint".into())
             })?;
-        let http = |r: HttpRequest| trace::send(&self.upstream.http, r);
+        let http = trace::Traced(&self.upstream.http);
         let token = trace::traced(
             trace::span("upstream.refresh", &self.id),
             request.request_async(&http),
@@ -1321,7 +1320,7 @@ impl Upstream {
         let fetch = async {
             match &self.expected {
                 None => {
-                    let http = |r: HttpRequest| trace::send(&self.http, r);
+                    let http = trace::Traced(&self.http);
                     CoreProviderMetadata::discover_async(self.issuer.clone(), &http)
                         .await
                         .map_err(|e| {
@@ -1398,7 +1397,7 @@ impl Upstream {
                 clean(expected, 200)
             )));
         }
-        let http = |r: HttpRequest| trace::send(&self.http, r);
+        let http = trace::Traced(&self.http);
         let jwks: CoreJsonWebKeySet = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &http)
             .await
             .map_err(|e| discovery_error(e, "key set", self.timeout))?;
@@ -1429,7 +1428,7 @@ impl Upstream {
             }
             *last = Some(Instant::now());
         }
-        let http = |r: HttpRequest| trace::send(&self.http, r);
+        let http = trace::Traced(&self.http);
         let jwks: CoreJsonWebKeySet = trace::traced(
             trace::span("upstream.jwks", connector),
             JsonWebKeySet::fetch_async(seen.metadata.jwks_uri(), &http),

@@ -11,6 +11,7 @@
 //! Only the context goes out: never a token, code or secret of the call.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
 use opentelemetry::propagation::Injector;
@@ -84,9 +85,22 @@ pub(crate) fn headers() -> HeaderMap {
     headers
 }
 
-/// `http` as the HTTP client of an `openidconnect` call: the trace context
-/// added to the request, the answer's status recorded on the span.
-pub(crate) async fn send(
+/// `reqwest`'s client as the HTTP client of `openidconnect` calls, with
+/// the trace context added to each request and the answer's status
+/// recorded on the span.
+pub(crate) struct Traced<'a>(pub &'a reqwest::Client);
+
+impl<'c> AsyncHttpClient<'c> for Traced<'_> {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<HttpResponse, Self::Error>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(send(self.0, request))
+    }
+}
+
+async fn send(
     http: &reqwest::Client,
     mut request: HttpRequest,
 ) -> Result<HttpResponse, HttpClientError<reqwest::Error>> {
