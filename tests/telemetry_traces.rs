@@ -212,7 +212,7 @@ async fn unsampled_callers_are_not_exported_but_keep_their_trace_id(db: Db) {
     let line = lines
         .iter()
         .find(|l| l["request_id"] == request_id.as_str())
-        .expect("a log line of the unsampled request");
+        .unwrap_or_else(|| panic!("no log line of the unsampled request: {}", server.log()));
     assert_eq!(line["trace_id"], unsampled.as_str());
 }
 

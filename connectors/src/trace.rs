@@ -53,7 +53,8 @@ pub(crate) async fn traced<T, E>(
 pub(crate) fn record_status(status: u16) {
     let current = tracing::Span::current();
     if current.metadata().is_some_and(|m| m.name() == SPAN) {
-        current.record("http.response.status_code", status);
+        // An i64: OpenTelemetry has no unsigned integers (a u64 would be text).
+        current.record("http.response.status_code", i64::from(status));
     }
 }
 

@@ -18,14 +18,14 @@ use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{span, Event, Metadata, Subscriber};
 use tracing_log::NormalizeEvent;
-use tracing_subscriber::filter::{EnvFilter, FilterExt};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::layer::{Context, Layered, SubscriberExt};
 use tracing_subscriber::registry::{LookupSpan, Registry};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -83,52 +83,98 @@ fn filter(default_filter: &str) -> Result<EnvFilter, LogSetupError> {
     }
 }
 
+/// The subscriber's layers sit on the registry and the [`Gate`].
+pub type Base = Layered<Gate, Registry>;
+
 /// Installs the subscriber for the whole process, reading `GATEHOUSE_LOG`,
 /// `GATEHOUSE_LOG_FORMAT` and (with `traces`) the OpenTelemetry variables.
 /// A bad value is an error naming the variable.
 pub fn init(settings: LogSettings<'_>) -> Result<(), LogSetupError> {
     let format: LogFormat = std::env::var(FORMAT_VAR).unwrap_or_default().parse()?;
-    // Request spans are kept whatever the filter says, so that every line
-    // logged in a request (a warning at `warn` level included) has its ids.
-    let fmt_filter = filter(settings.default_filter)?.or(RequestSpans);
+    let traces = settings.traces && trace::export_configured();
+    let gate = Gate {
+        env: filter(settings.default_filter)?,
+        traces,
+    };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![match format {
-        LogFormat::Text => fmt.fmt_fields(TextFields).with_filter(fmt_filter).boxed(),
-        LogFormat::Json => fmt.event_format(JsonLines).with_filter(fmt_filter).boxed(),
+    let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> = vec![match format {
+        LogFormat::Text => fmt.fmt_fields(TextFields).boxed(),
+        LogFormat::Json => fmt.event_format(JsonLines).boxed(),
     }];
-    if settings.traces && trace::export_configured() {
+    if traces {
         layers.push(trace::layer()?.boxed());
     }
     tracing_subscriber::registry()
+        .with(gate)
         .with(layers)
         .try_init()
         .map_err(|_| LogSetupError::AlreadySetUp)
 }
 
-/// Enables request spans (only) for the log layer.
-struct RequestSpans;
+/// The one filter of the subscriber, for every layer: `GATEHOUSE_LOG`, and
+/// whatever it says, the request spans (so that every line logged in a
+/// request, a warning at `warn` level included, has the request's ids) and,
+/// when traces are exported, Gatehouse's spans down to `debug`
+/// (`trace::exported_span`).
+///
+/// A global filter rather than per-layer ones: `tracing-subscriber`'s
+/// per-layer filters lose events and spans after `tracing::enabled!`
+/// checks that no event follows (sqlx makes one per query), so lines went
+/// missing on PostgreSQL.
+pub struct Gate {
+    env: EnvFilter,
+    traces: bool,
+}
 
-impl RequestSpans {
-    fn wanted(meta: &Metadata<'_>) -> bool {
-        meta.is_span() && meta.target() == request::TARGET && meta.name() == request::SPAN
+impl Gate {
+    /// Enabled whatever the filter says.
+    fn always(&self, meta: &Metadata<'_>) -> bool {
+        let request = meta.is_span() && meta.target() == request::TARGET && meta.name() == request::SPAN;
+        request || (self.traces && trace::exported_span(meta))
     }
 }
 
-impl<S> Filter<S> for RequestSpans {
-    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        Self::wanted(meta)
-    }
-
-    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
-        if Self::wanted(meta) {
+impl<S: Subscriber> Layer<S> for Gate {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.always(meta) {
             Interest::always()
         } else {
-            Interest::never()
+            Layer::<S>::register_callsite(&self.env, meta)
         }
     }
 
+    fn enabled(&self, meta: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.always(meta) || Layer::<S>::enabled(&self.env, meta, ctx)
+    }
+
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(LevelFilter::INFO)
+        let floor = if self.traces {
+            LevelFilter::DEBUG
+        } else {
+            LevelFilter::INFO
+        };
+        Layer::<S>::max_level_hint(&self.env).map(|hint| hint.max(floor))
+    }
+
+    // The env filter follows spans for its span-scoped directives.
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        self.env.on_new_span(attrs, id, ctx)
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        self.env.on_record(id, values, ctx)
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.env.on_enter(id, ctx)
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.env.on_exit(id, ctx)
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        self.env.on_close(id, ctx)
     }
 }
 
@@ -210,31 +256,44 @@ where
 
         let mut timestamp = String::new();
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut line = serde_json::Map::new();
-        line.insert("timestamp".into(), timestamp.into());
-        line.insert("level".into(), meta.level().as_str().into());
-        line.insert("target".into(), meta.target().into());
-        line.insert(
-            "message".into(),
-            fields.message.take().unwrap_or_default().into(),
-        );
-        line.insert("fields".into(), serde_json::Value::Object(fields.values));
+        // Keys in a fixed order, the time first (a map would sort them).
+        let mut line = JsonLine::default();
+        line.put("timestamp", timestamp)?;
+        line.put("level", meta.level().as_str())?;
+        line.put("target", meta.target())?;
+        line.put("message", fields.message.take().unwrap_or_default())?;
+        line.put("fields", serde_json::Value::Object(fields.values))?;
         if let Some(scope) = ctx.event_scope() {
             let mut innermost = true;
             for span in scope {
                 if innermost {
-                    line.insert("span".into(), span.name().into());
+                    line.put("span", span.name())?;
                     innermost = false;
                 }
                 if let Some(ids) = span.extensions().get::<RequestIds>() {
-                    line.insert("request_id".into(), ids.request_id.clone().into());
-                    line.insert("trace_id".into(), ids.trace_id.clone().into());
+                    line.put("request_id", &ids.request_id)?;
+                    line.put("trace_id", &ids.trace_id)?;
                     break;
                 }
             }
         }
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        writeln!(writer, "{}}}", line.0)
+    }
+}
+
+/// A JSON object written key by key.
+#[derive(Default)]
+struct JsonLine(String);
+
+impl JsonLine {
+    fn put(&mut self, key: &str, value: impl serde::Serialize) -> fmt::Result {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        let key = serde_json::to_string(key).map_err(|_| fmt::Error)?;
+        let value = serde_json::to_string(&value).map_err(|_| fmt::Error)?;
+        self.0.push_str(&key);
+        self.0.push(':');
+        self.0.push_str(&value);
+        Ok(())
     }
 }
 
@@ -325,11 +384,14 @@ mod tests {
     fn json_lines_carry_the_request_ids_inside_a_request_only() {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = tracing_subscriber::registry().with(
+        let gate = Gate {
+            env: EnvFilter::new("warn"),
+            traces: false,
+        };
+        let subscriber = tracing_subscriber::registry().with(gate).with(
             tracing_subscriber::fmt::layer()
                 .event_format(JsonLines)
-                .with_writer(move || writer.clone())
-                .with_filter(EnvFilter::new("warn").or(RequestSpans)),
+                .with_writer(move || writer.clone()),
         );
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(port = 8080u64, "outside");
@@ -349,6 +411,11 @@ mod tests {
         });
         let got = lines(&buffer);
         assert_eq!(got.len(), 2, "{got:?}");
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.lines().all(|l| l.starts_with("{\"timestamp\":\"")),
+            "{text}"
+        );
         assert_eq!(got[0]["message"], "outside");
         assert_eq!(got[0]["level"], "WARN");
         assert_eq!(got[0]["fields"]["port"], 8080);
@@ -369,12 +436,11 @@ mod tests {
     fn text_lines_show_span_fields_but_not_otel_instructions() {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = tracing_subscriber::registry().with(
+        let subscriber = tracing_subscriber::registry().with(EnvFilter::new("info")).with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(TextFields)
                 .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .with_filter(EnvFilter::new("info")),
+                .with_writer(move || writer.clone()),
         );
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(

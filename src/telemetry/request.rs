@@ -93,7 +93,8 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
+    // An i64: OpenTelemetry has no unsigned integers (a u64 would be text).
+    span.record("http.response.status_code", i64::from(status));
     if response.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
@@ -101,7 +102,7 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
         target: TARGET,
         parent: &span,
         status,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
         "{name} answered"
     );
     response

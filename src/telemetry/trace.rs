@@ -31,7 +31,6 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::{Level, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -174,20 +173,11 @@ fn resource() -> Resource {
         .build()
 }
 
-/// Spans and events of Gatehouse's own code (audit and security events
-/// included) go to the exporter: spans down to `debug` (store and upstream
-/// calls), events from `info` (they become span events). Other crates'
-/// spans and events, the exporter's own diagnostics among them, do not (no
-/// loop through the exporter).
-fn exported(meta: &tracing::Metadata<'_>) -> bool {
-    let target = meta.target();
-    let ours = target.starts_with("gatehouse") || target == "audit" || target == "security";
-    let level = if meta.is_span() {
-        Level::DEBUG
-    } else {
-        Level::INFO
-    };
-    ours && *meta.level() <= level
+/// Spans exported whatever the log filter says: Gatehouse's own, down to
+/// `debug` (the store and upstream calls). Events, and other crates'
+/// spans, follow `GATEHOUSE_LOG` (`telemetry::logs::Gate`).
+pub(crate) fn exported_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.target().starts_with("gatehouse") && *meta.level() <= Level::DEBUG
 }
 
 /// Sets up export (the batch exporter, the W3C propagator) and returns the
@@ -215,9 +205,14 @@ where
     // Connectors inject the context of their calls through the global
     // propagator (gatehouse-connectors' trace module).
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Spans carry what they say; not where in the source they were made,
+    // on which thread, or their busy and idle times.
     Ok(tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(filter_fn(exported)))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false))
 }
 
 /// Flushes the spans not yet exported and stops the exporter (at most
