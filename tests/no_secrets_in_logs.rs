@@ -1,14 +1,15 @@
 //! Secrets are never logged, not even at `trace` level: the server runs
-//! with `GATEHOUSE_LOG=trace` (every crate, SQL statements included), JSON
-//! lines and trace export, through a whole life of a deployment (an initial
-//! access token, a self-registered confidential client and its
-//! registration access token, a sign-in with a password (and a wrong one),
-//! the code with PKCE, refresh, introspection, revocation,
-//! client_credentials, token exchange, a wrong client secret and a replayed
-//! code). Every secret the test used or received is then looked for in
-//! what the server wrote (stderr and stdout), in what it exported as spans,
-//! and in what the CLI wrote while issuing the initial access token.
-//! Hashes of secrets may appear; the secrets themselves never.
+//! with `GATEHOUSE_LOG=trace` (every crate, SQL statements included), trace
+//! export, and JSON lines (again with text lines, which also show span
+//! fields), through a whole life of a deployment (an initial access token,
+//! a self-registered confidential client and its registration access
+//! token, a sign-in with a password (and a wrong one), the code with PKCE,
+//! refresh, introspection, revocation, client_credentials, token exchange,
+//! a wrong client secret and a replayed code). Every secret the test used
+//! or received is then looked for in what the server wrote (stderr and
+//! stdout), in what it exported as spans, and in what the CLI wrote while
+//! issuing the initial access token. Hashes of secrets may appear; the
+//! secrets themselves never.
 
 mod common;
 use common::otlp::Receiver;
@@ -213,7 +214,8 @@ async fn token(server: &Server, form: &[(&str, &str)], basic: (&str, &str)) -> V
     json
 }
 
-async fn nothing_secret_reaches_the_logs(db: Db) {
+/// One life of a deployment, logged in `format` (`json` or `text`).
+async fn nothing_secret_is_written(db: Db, format: &str) {
     let mut secrets = Secrets::default();
     let kek = STANDARD.encode(rand_bytes());
     secrets.add("key-encryption key", &kek);
@@ -234,7 +236,7 @@ async fn nothing_secret_reaches_the_logs(db: Db) {
         &config(&hash_password(&password), &agent_secret),
         &[
             ("GATEHOUSE_LOG", "trace"),
-            ("GATEHOUSE_LOG_FORMAT", "json"),
+            ("GATEHOUSE_LOG_FORMAT", format),
             ("GATEHOUSE_KEY_ENCRYPTION_KEY", &kek),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
@@ -391,25 +393,30 @@ async fn nothing_secret_reaches_the_logs(db: Db) {
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let log = server.log();
-    let lines: Vec<Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    // The run was logged at trace, SQL included: the search means something.
-    assert!(
-        lines.iter().any(|l| l["level"] == "TRACE"),
-        "nothing at trace level"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["target"].as_str().unwrap_or_default().starts_with("sqlx")),
-        "no SQL logged"
-    );
-    assert!(
-        lines.iter().any(|l| l["fields"]["status"] == 401),
-        "the request lines are missing"
-    );
+    // The run was logged at trace, SQL and the request lines included: the
+    // search means something.
+    if format == "json" {
+        let lines: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        assert!(lines.iter().any(|l| l["level"] == "TRACE"), "nothing at trace level");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["target"].as_str().unwrap_or_default().starts_with("sqlx")),
+            "no SQL logged"
+        );
+        assert!(
+            lines.iter().any(|l| l["fields"]["status"] == 401),
+            "the request lines are missing"
+        );
+    } else {
+        assert!(log.contains(" TRACE "), "nothing at trace level");
+        assert!(log.contains(" sqlx::query: "), "no SQL logged");
+        assert!(log.contains("status=401"), "the request lines are missing");
+        assert!(!log.contains('\u{1b}'), "terminal colours in a log file");
+    }
     let mut leaks = secrets.found_in("the server log", &log);
     leaks.extend(secrets.found_in("the server's stdout", &server.stdout()));
     leaks.extend(secrets.found_in("the exported spans", &receiver.raw()));
@@ -434,4 +441,13 @@ fn rand_bytes() -> [u8; 32] {
     out
 }
 
-on_both_databases!(nothing_secret_reaches_the_logs);
+async fn nothing_secret_reaches_json_logs(db: Db) {
+    nothing_secret_is_written(db, "json").await
+}
+
+/// Text lines also show the fields of the spans around each event.
+async fn nothing_secret_reaches_text_logs(db: Db) {
+    nothing_secret_is_written(db, "text").await
+}
+
+on_both_databases!(nothing_secret_reaches_json_logs, nothing_secret_reaches_text_logs);

@@ -14,6 +14,7 @@
 //! Everything goes to stderr.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -96,7 +97,10 @@ pub fn init(settings: LogSettings<'_>) -> Result<(), LogSetupError> {
         env: filter(settings.default_filter)?,
         traces,
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a terminal, not in files or a journal.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> = vec![match format {
         LogFormat::Text => fmt.fmt_fields(TextFields).boxed(),
         LogFormat::Json => fmt.event_format(JsonLines).boxed(),
