@@ -49,7 +49,10 @@ fn hash_password(password: &str) -> String {
         child.wait_with_output().expect("wait")
     };
     assert!(out.status.success());
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
 
 fn config(password_hash: &str, agent_secret: &str) -> String {
@@ -103,12 +106,16 @@ struct Secrets(Vec<(String, String)>);
 
 impl Secrets {
     fn add(&mut self, what: &str, value: &str) {
-        assert!(value.len() >= 16, "{what} is too short to look for: {value:?}");
+        assert!(
+            value.len() >= 16,
+            "{what} is too short to look for: {value:?}"
+        );
         self.0.push((what.to_string(), value.to_string()));
         // A JWT's signature alone would also give a leak away.
         let parts: Vec<&str> = value.split('.').collect();
         if parts.len() == 3 && parts[2].len() >= 16 {
-            self.0.push((format!("{what} (signature)"), parts[2].to_string()));
+            self.0
+                .push((format!("{what} (signature)"), parts[2].to_string()));
         }
     }
 
@@ -252,7 +259,11 @@ async fn nothing_secret_is_written(db: Db, format: &str) {
             ("GATEHOUSE_KEY_ENCRYPTION_KEY", &kek),
         ],
     );
-    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     let iat = String::from_utf8_lossy(&cli.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("initial_access_token: "))
@@ -279,7 +290,11 @@ async fn nothing_secret_is_written(db: Db, format: &str) {
         .expect("register");
     assert_eq!(res.status().as_u16(), 201);
     let reg: Value = res.json().await.expect("json");
-    secrets.add_json("registration", &reg, &["client_secret", "registration_access_token"]);
+    secrets.add_json(
+        "registration",
+        &reg,
+        &["client_secret", "registration_access_token"],
+    );
     let client_id = reg["client_id"].as_str().expect("client_id").to_string();
     let client_secret = reg["client_secret"].as_str().unwrap().to_string();
     let res = http
@@ -299,9 +314,19 @@ async fn nothing_secret_is_written(db: Db, format: &str) {
         &client_id,
         "http://127.0.0.1/callback",
         &p.challenge,
-        &[("scope", "openid mcp:read"), ("nonce", "n-0123456789abcdef")],
+        &[
+            ("scope", "openid mcp:read"),
+            ("nonce", "n-0123456789abcdef"),
+        ],
     );
-    let back = sign_in(&server, &http, &url, (&wrong_password, &password), &mut secrets).await;
+    let back = sign_in(
+        &server,
+        &http,
+        &url,
+        (&wrong_password, &password),
+        &mut secrets,
+    )
+    .await;
     let code = query_param(&back, "code").unwrap_or_else(|| panic!("no code: {back}"));
     secrets.add("authorization code", &code);
     let code_form = [
@@ -312,7 +337,11 @@ async fn nothing_secret_is_written(db: Db, format: &str) {
         ("resource", MCP),
     ];
     let tokens = token(&server, &code_form, basic).await;
-    secrets.add_json("code grant", &tokens, &["access_token", "refresh_token", "id_token"]);
+    secrets.add_json(
+        "code grant",
+        &tokens,
+        &["access_token", "refresh_token", "id_token"],
+    );
 
     // Refresh, introspection, revocation.
     let refreshed = token(
@@ -400,7 +429,10 @@ async fn nothing_secret_is_written(db: Db, format: &str) {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
-        assert!(lines.iter().any(|l| l["level"] == "TRACE"), "nothing at trace level");
+        assert!(
+            lines.iter().any(|l| l["level"] == "TRACE"),
+            "nothing at trace level"
+        );
         assert!(
             lines
                 .iter()
@@ -450,4 +482,7 @@ async fn nothing_secret_reaches_text_logs(db: Db) {
     nothing_secret_is_written(db, "text").await
 }
 
-on_both_databases!(nothing_secret_reaches_json_logs, nothing_secret_reaches_text_logs);
+on_both_databases!(
+    nothing_secret_reaches_json_logs,
+    nothing_secret_reaches_text_logs
+);

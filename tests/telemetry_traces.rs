@@ -19,7 +19,12 @@ fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-async fn start_exporting(db: Db, config: &str, receiver: &Receiver, extra: &[(&str, &str)]) -> Server {
+async fn start_exporting(
+    db: Db,
+    config: &str,
+    receiver: &Receiver,
+    extra: &[(&str, &str)],
+) -> Server {
     let mut env = export_env(receiver);
     // The per-request line is at debug: it is the line of /token we look for.
     env.push((
@@ -87,11 +92,15 @@ async fn login_and_token_form_one_trace_with_the_callers_parent(db: Db) {
     let in_trace = |s: &Value| s["trace_id"] == trace_id.as_str();
     let spans = receiver
         .wait_for("token request with its grant and store calls", |spans| {
-            let token = spans.iter().any(|s| in_trace(s) && s["name"] == "POST /token");
+            let token = spans
+                .iter()
+                .any(|s| in_trace(s) && s["name"] == "POST /token");
             let grant = spans
                 .iter()
                 .any(|s| in_trace(s) && s["name"] == "grant.authorization_code");
-            let db = spans.iter().any(|s| in_trace(s) && s["name"] == "db.redeem_code");
+            let db = spans
+                .iter()
+                .any(|s| in_trace(s) && s["name"] == "db.redeem_code");
             let pages = ["GET /authorize", "GET /login", "POST /login"]
                 .iter()
                 .all(|n| !by_name(spans, n).is_empty());
@@ -146,7 +155,12 @@ async fn login_and_token_form_one_trace_with_the_callers_parent(db: Db) {
     assert_ne!(authorize["trace_id"], trace_id.as_str());
     assert!(!by_name(&spans, "db.put_pending").is_empty());
     let raw = receiver.raw();
-    for value in [code.as_str(), p.verifier.as_str(), access, p.challenge.as_str()] {
+    for value in [
+        code.as_str(),
+        p.verifier.as_str(),
+        access,
+        p.challenge.as_str(),
+    ] {
         assert!(!raw.contains(value), "exported: {value}");
     }
 
@@ -230,7 +244,10 @@ async fn the_sampler_comes_from_the_environment() {
         Db::Sqlite,
         &base_config(""),
         &receiver,
-        &[("OTEL_TRACES_SAMPLER", "always_on"), ("OTEL_SERVICE_NAME", "gh-test")],
+        &[
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_SERVICE_NAME", "gh-test"),
+        ],
     )
     .await;
     let (unsampled, _, header) = traceparent(false);
@@ -269,7 +286,10 @@ async fn graceful_shutdown_flushes_the_last_spans() {
         .expect("metadata");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(
-        receiver.spans().iter().all(|s| s["trace_id"] != trace_id.as_str()),
+        receiver
+            .spans()
+            .iter()
+            .all(|s| s["trace_id"] != trace_id.as_str()),
         "exported before the batch delay: the test proves nothing"
     );
     server.terminate();
@@ -349,8 +369,11 @@ scopes = ["openid", "email", "profile"]
         .await;
     let discovery = by_name(&spans, "upstream.discovery")[0];
     // The sign-in request that needed the provider's metadata.
-    let request = by_id(&spans, discovery["parent_span_id"].as_str().unwrap_or_default())
-        .expect("discovery's parent");
+    let request = by_id(
+        &spans,
+        discovery["parent_span_id"].as_str().unwrap_or_default(),
+    )
+    .expect("discovery's parent");
     assert_eq!(request["kind"], "server", "{discovery}");
     assert!(
         ["GET /authorize", "GET /login"].contains(&request["name"].as_str().unwrap_or_default()),
@@ -431,7 +454,9 @@ attributes = {{ email = "mail" }}
 
     let sent = seen.lock().unwrap().clone();
     assert_eq!(sent.len(), 1, "{sent:?}");
-    let sent = sent[0].clone().expect("a traceparent header at the provider");
+    let sent = sent[0]
+        .clone()
+        .expect("a traceparent header at the provider");
     let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!(parts.len(), 4, "{sent}");
     assert_eq!(parts[1], trace_id, "the caller's trace");
@@ -442,7 +467,10 @@ attributes = {{ email = "mail" }}
         })
         .await;
     let fetch = by_name(&spans, "upstream.saml_metadata")[0];
-    assert_eq!(fetch["span_id"], parts[2], "the parent the provider saw is the fetch's span");
+    assert_eq!(
+        fetch["span_id"], parts[2],
+        "the parent the provider saw is the fetch's span"
+    );
     assert_eq!(fetch["trace_id"], trace_id.as_str());
     let request = by_id(&spans, fetch["parent_span_id"].as_str().unwrap_or_default())
         .expect("fetch's parent");

@@ -11,9 +11,9 @@ pub mod entra;
 pub mod oidc;
 pub mod password;
 pub mod saml;
-mod trace;
 #[cfg(any(test, feature = "test-idp"))]
 pub mod saml_test_idp;
+mod trace;
 
 use std::collections::BTreeMap;
 

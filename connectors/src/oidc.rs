@@ -585,11 +585,9 @@ impl OidcConnector {
         )
         .set_auth_type(self.auth_type.clone());
         let refresh_token = RefreshToken::new(refresh_token.to_string());
-        let request = client
-            .exchange_refresh_token(&refresh_token)
-            .map_err(|_| {
-                ConnectorError::Upstream("the provider publishes no token endpoint".into())
-            })?;
+        let request = client.exchange_refresh_token(&refresh_token).map_err(|_| {
+            ConnectorError::Upstream("the provider publishes no token endpoint".into())
+        })?;
         let http = trace::Traced(&self.upstream.http);
         let token = trace::traced(
             trace::span("upstream.refresh", &self.id),
@@ -597,23 +595,23 @@ impl OidcConnector {
         )
         .await
         .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r)
-                    if *r.error() == CoreErrorResponseType::InvalidGrant =>
-                {
-                    ConnectorError::Refused(describe_oauth_error(
-                        r.error().as_ref(),
-                        r.error_description().map(String::as_str),
-                    ))
-                }
-                RequestTokenError::ServerResponse(r) => ConnectorError::Upstream(format!(
-                    "the token endpoint refused the refresh: {}",
-                    describe_oauth_error(
-                        r.error().as_ref(),
-                        r.error_description().map(String::as_str)
-                    )
-                )),
-                other => token_error(other, self.timeout),
-            })?;
+            RequestTokenError::ServerResponse(r)
+                if *r.error() == CoreErrorResponseType::InvalidGrant =>
+            {
+                ConnectorError::Refused(describe_oauth_error(
+                    r.error().as_ref(),
+                    r.error_description().map(String::as_str),
+                ))
+            }
+            RequestTokenError::ServerResponse(r) => ConnectorError::Upstream(format!(
+                "the token endpoint refused the refresh: {}",
+                describe_oauth_error(
+                    r.error().as_ref(),
+                    r.error_description().map(String::as_str)
+                )
+            )),
+            other => token_error(other, self.timeout),
+        })?;
         let mut identity = match token.id_token() {
             // OIDC Core §12.2: a refreshed ID token names the same user; no nonce.
             Some(id_token) => {

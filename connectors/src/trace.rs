@@ -93,8 +93,7 @@ pub(crate) struct Traced<'a>(pub &'a reqwest::Client);
 
 impl<'c> AsyncHttpClient<'c> for Traced<'_> {
     type Error = HttpClientError<reqwest::Error>;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<HttpResponse, Self::Error>> + Send + 'c>>;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Self::Error>> + Send + 'c>>;
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(send(self.0, request))
@@ -188,7 +187,9 @@ mod tests {
                 .await,
             200
         );
-        let got = seen.lock().unwrap()[1].clone().expect("a traceparent header");
+        let got = seen.lock().unwrap()[1]
+            .clone()
+            .expect("a traceparent header");
         let parts: Vec<&str> = got.split('-').collect();
         assert_eq!(parts.len(), 4, "{got}");
         assert_eq!(parts[0], "00");

@@ -21,8 +21,8 @@ use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
 use tracing::{span, Event, Metadata, Subscriber};
 use tracing_log::NormalizeEvent;
-use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -133,7 +133,8 @@ pub struct Gate {
 impl Gate {
     /// Enabled whatever the filter says.
     fn always(&self, meta: &Metadata<'_>) -> bool {
-        let request = meta.is_span() && meta.target() == request::TARGET && meta.name() == request::SPAN;
+        let request =
+            meta.is_span() && meta.target() == request::TARGET && meta.name() == request::SPAN;
         request || (self.traces && trace::exported_span(meta))
     }
 }
@@ -440,12 +441,14 @@ mod tests {
     fn text_lines_show_span_fields_but_not_otel_instructions() {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = tracing_subscriber::registry().with(EnvFilter::new("info")).with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(TextFields)
-                .with_ansi(false)
-                .with_writer(move || writer.clone()),
-        );
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(TextFields)
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            );
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "request",
