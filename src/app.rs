@@ -12,7 +12,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::audit::Audit;
 use crate::clock::Clock;
@@ -215,7 +214,9 @@ pub fn router(app: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(path::refuse_malformed_path))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::request::trace_request,
+        ))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(CatchPanicLayer::custom(endpoints::health::panic_response))
         // Outermost, so it counts what the caller got, panics included.

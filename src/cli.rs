@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::{
@@ -438,7 +439,7 @@ async fn open_store(global: &GlobalArgs) -> Result<DynStore> {
         .migrate()
         .await
         .map_err(|e| anyhow!("database migration failed: {e}"))?;
-    Ok(store)
+    Ok(crate::telemetry::store::TracedStore::wrap(store))
 }
 
 fn tenant_alg(settings: &TenantSettings, file: Option<&FileConfig>) -> Alg {
@@ -682,7 +683,12 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     };
     let audit_settings = audit_settings(global, &args)?;
     let ndjson_on_stdout = args.audit.audit_ndjson == Some(crate::audit::NdjsonTarget::Stdout);
-    let (store, kek, _) = bootstrap_with(global, true).await?;
+    // The start is one trace: the store calls of bootstrap and tenant
+    // loading are its spans, not traces of their own.
+    let startup = tracing::info_span!("startup");
+    let (store, kek, _) = bootstrap_with(global, true)
+        .instrument(startup.clone())
+        .await?;
     let clock = match &settings.test_clock_file {
         Some(p) => {
             tracing::warn!("test clock enabled: time is read from {}", p.display());
@@ -701,7 +707,9 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
-    check_domains(&store, Some(&public_url), None).await?;
+    check_domains(&store, Some(&public_url), None)
+        .instrument(startup.clone())
+        .await?;
     let p = &args.protection;
     let limits = protection_limits(p).await?;
     let app = crate::AppState::new(
@@ -716,22 +724,7 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             body_timeout: Duration::from_secs(p.body_timeout),
         },
     );
-    for t in store.list_tenants().await? {
-        // Fail at start, not on the first request, if a tenant cannot load.
-        let tenant = app
-            .tenant(&t.id)
-            .await
-            .map_err(|e| anyhow!("tenant '{}': {e}", t.id))?;
-        for relaxation in tenant.relaxations() {
-            tracing::warn!(tenant = %tenant.id, "{relaxation}");
-        }
-        if tenant.settings.registration.trust_forwarded_for {
-            tracing::warn!(
-                tenant = %t.id,
-                "registration.trust_forwarded_for is deprecated and ignored: X-Forwarded-For is believed only from GATEHOUSE_TRUSTED_PROXIES"
-            );
-        }
-    }
+    load_tenants(&app, &store).instrument(startup).await?;
     let audit = app.audit.clone();
     spawn_purger(store.clone(), clock, args.audit.audit_retention_days);
     tracing::info!(listen = %settings.listen, issuer = %public_url, database = store.backend(), "gatehouse is serving");
@@ -783,6 +776,30 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     .await;
     // No request runs any more: write out what the audit pipeline holds.
     audit.flush(AUDIT_FLUSH).await;
+    // The last spans go out before the process ends (the exporter blocks).
+    let _ = tokio::task::spawn_blocking(crate::telemetry::trace::shutdown).await;
+    Ok(())
+}
+
+/// Loads every tenant once (so that one that cannot load fails the start,
+/// not the first request) and warns about their relaxed settings.
+async fn load_tenants(app: &crate::AppState, store: &DynStore) -> Result<()> {
+    for t in store.list_tenants().await? {
+        // Fail at start, not on the first request, if a tenant cannot load.
+        let tenant = app
+            .tenant(&t.id)
+            .await
+            .map_err(|e| anyhow!("tenant '{}': {e}", t.id))?;
+        for relaxation in tenant.relaxations() {
+            tracing::warn!(tenant = %tenant.id, "{relaxation}");
+        }
+        if tenant.settings.registration.trust_forwarded_for {
+            tracing::warn!(
+                tenant = %t.id,
+                "registration.trust_forwarded_for is deprecated and ignored: X-Forwarded-For is believed only from GATEHOUSE_TRUSTED_PROXIES"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 use clap::Parser;
 use gatehouse::cli::{run, Cli};
+use gatehouse::telemetry::logs::{self, LogSettings};
 
 #[tokio::main]
 async fn main() {
@@ -26,20 +27,18 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    // The server logs at info; admin commands stay quiet so their output
-    // (and any error) is what the operator reads.
-    let default_filter = if matches!(cli.command, gatehouse::cli::Command::Serve(_)) {
-        "info,sqlx=warn"
-    } else {
-        "error"
+    // The server logs at info and exports traces when configured; admin
+    // commands stay quiet so their output (and any error) is what the
+    // operator reads.
+    let serve = matches!(cli.command, gatehouse::cli::Command::Serve(_));
+    let settings = LogSettings {
+        default_filter: if serve { "info,sqlx=warn" } else { "error" },
+        traces: serve,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = logs::init(settings) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(cli).await {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);

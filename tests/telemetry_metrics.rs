@@ -491,7 +491,7 @@ async fn each_family_moves_when_its_event_happens() {
             + after.value("gatehouse_db_pool_connections", &[("state", "in_use")])
             >= 1.0
     );
-    //PENDING assert!(after.value("gatehouse_db_query_duration_seconds_count", &[]) > 0.0);
+    assert!(after.value("gatehouse_db_query_duration_seconds_count", &[]) > 0.0);
     assert_eq!(
         after.family_type("gatehouse_audit_queue_depth"),
         Some("gauge")

@@ -13,6 +13,7 @@ pub mod password;
 pub mod saml;
 #[cfg(any(test, feature = "test-idp"))]
 pub mod saml_test_idp;
+mod trace;
 
 use std::collections::BTreeMap;
 

@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
+use crate::trace;
 use crate::{is_loopback, Connector, ConnectorError, Identity, LoginMethod, RedirectLogin};
 
 /// How far the upstream's clock may be from ours for `exp` and `iat`.
@@ -441,7 +442,7 @@ impl OidcConnector {
         redirect_uri: &str,
         login_hint: Option<&str>,
     ) -> Result<RedirectLogin, ConnectorError> {
-        let provider = self.upstream.discovered().await?;
+        let provider = self.upstream.discovered(&self.id).await?;
         let client = CoreClient::from_provider_metadata(
             provider.metadata.clone(),
             self.client_id.clone(),
@@ -521,7 +522,7 @@ impl OidcConnector {
         kept: &Kept,
         code: &str,
     ) -> Result<Identity, ConnectorError> {
-        let provider = self.upstream.discovered().await?;
+        let provider = self.upstream.discovered(&self.id).await?;
         let client = CoreClient::from_provider_metadata(
             provider.metadata.clone(),
             self.client_id.clone(),
@@ -529,22 +530,26 @@ impl OidcConnector {
         )
         .set_auth_type(self.auth_type.clone())
         .set_redirect_uri(Self::redirect_url(redirect_uri)?);
-        let token = client
+        let request = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|_| {
                 ConnectorError::Upstream("the provider publishes no token endpoint".into())
             })?
-            .set_pkce_verifier(PkceCodeVerifier::new(kept.pkce_verifier.clone()))
-            .request_async(&self.upstream.http)
-            .await
-            .map_err(|e| token_error(e, self.timeout))?;
+            .set_pkce_verifier(PkceCodeVerifier::new(kept.pkce_verifier.clone()));
+        let http = trace::Traced(&self.upstream.http);
+        let token = trace::traced(
+            trace::span("upstream.token", &self.id),
+            request.request_async(&http),
+        )
+        .await
+        .map_err(|e| token_error(e, self.timeout))?;
         let id_token = token.id_token().ok_or_else(|| {
             ConnectorError::InvalidToken("the token response carries no ID token".into())
         })?;
         let nonce = Nonce::new(kept.nonce.clone());
         let mut claims = self.verify_id_token(provider, id_token, &nonce).await?;
         if self.userinfo {
-            let provider = self.upstream.discovered().await?;
+            let provider = self.upstream.discovered(&self.id).await?;
             let info = self
                 .fetch_userinfo(&provider.metadata, token.access_token())
                 .await?;
@@ -572,38 +577,41 @@ impl OidcConnector {
     /// token) or refuses it with `invalid_grant` (user disabled, removed,
     /// signed out, consent revoked).
     async fn refresh_upstream(&self, refresh_token: &str) -> Result<Identity, ConnectorError> {
-        let provider = self.upstream.discovered().await?;
+        let provider = self.upstream.discovered(&self.id).await?;
         let client = CoreClient::from_provider_metadata(
             provider.metadata.clone(),
             self.client_id.clone(),
             Some(self.client_secret.clone()),
         )
         .set_auth_type(self.auth_type.clone());
-        let token = client
-            .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
-            .map_err(|_| {
-                ConnectorError::Upstream("the provider publishes no token endpoint".into())
-            })?
-            .request_async(&self.upstream.http)
-            .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r)
-                    if *r.error() == CoreErrorResponseType::InvalidGrant =>
-                {
-                    ConnectorError::Refused(describe_oauth_error(
-                        r.error().as_ref(),
-                        r.error_description().map(String::as_str),
-                    ))
-                }
-                RequestTokenError::ServerResponse(r) => ConnectorError::Upstream(format!(
-                    "the token endpoint refused the refresh: {}",
-                    describe_oauth_error(
-                        r.error().as_ref(),
-                        r.error_description().map(String::as_str)
-                    )
-                )),
-                other => token_error(other, self.timeout),
-            })?;
+        let refresh_token = RefreshToken::new(refresh_token.to_string());
+        let request = client.exchange_refresh_token(&refresh_token).map_err(|_| {
+            ConnectorError::Upstream("the provider publishes no token endpoint".into())
+        })?;
+        let http = trace::Traced(&self.upstream.http);
+        let token = trace::traced(
+            trace::span("upstream.refresh", &self.id),
+            request.request_async(&http),
+        )
+        .await
+        .map_err(|e| match e {
+            RequestTokenError::ServerResponse(r)
+                if *r.error() == CoreErrorResponseType::InvalidGrant =>
+            {
+                ConnectorError::Refused(describe_oauth_error(
+                    r.error().as_ref(),
+                    r.error_description().map(String::as_str),
+                ))
+            }
+            RequestTokenError::ServerResponse(r) => ConnectorError::Upstream(format!(
+                "the token endpoint refused the refresh: {}",
+                describe_oauth_error(
+                    r.error().as_ref(),
+                    r.error_description().map(String::as_str)
+                )
+            )),
+            other => token_error(other, self.timeout),
+        })?;
         let mut identity = match token.id_token() {
             // OIDC Core §12.2: a refreshed ID token names the same user; no nonce.
             Some(id_token) => {
@@ -675,7 +683,7 @@ impl OidcConnector {
             Ok(()) => Ok(()),
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
-            )) => match self.upstream.refresh_jwks(provider).await? {
+            )) => match self.upstream.refresh_jwks(provider, &self.id).await? {
                 Some(fresh) => check(&fresh.metadata).map_err(id_token_error),
                 None => Err(ConnectorError::InvalidToken(
                     "it is signed with a key the provider does not publish".into(),
@@ -838,15 +846,29 @@ impl OidcConnector {
                 "userinfo = true, but the provider publishes no userinfo endpoint".into(),
             )
         })?;
+        trace::traced(
+            trace::span("upstream.userinfo", &self.id),
+            self.userinfo_from(endpoint.url().as_str(), access_token),
+        )
+        .await
+    }
+
+    async fn userinfo_from(
+        &self,
+        endpoint: &str,
+        access_token: &AccessToken,
+    ) -> Result<Map<String, Value>, ConnectorError> {
         let res = self
             .upstream
             .http
-            .get(endpoint.url().as_str())
+            .get(endpoint)
+            .headers(trace::headers())
             .bearer_auth(access_token.secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(|e| unreachable(&e, self.timeout))?;
+        trace::record_status(res.status().as_u16());
         let status = res.status();
         if !status.is_success() {
             return Err(ConnectorError::Upstream(format!(
@@ -949,7 +971,7 @@ impl Connector for OidcConnector {
         token: &str,
         presenter: &str,
     ) -> Result<Identity, ConnectorError> {
-        let provider = self.upstream.discovered().await?;
+        let provider = self.upstream.discovered(&self.id).await?;
         let id_token: CoreIdToken = token
             .parse()
             .map_err(|_| ConnectorError::InvalidToken("it is not a JWT".into()))?;
@@ -972,7 +994,7 @@ impl Connector for OidcConnector {
                 "this connector accepts no access tokens of its provider (access_token_audiences is empty)".into(),
             ));
         }
-        let provider = self.upstream.discovered().await?;
+        let provider = self.upstream.discovered(&self.id).await?;
         let access_token: CoreIdToken = token.parse().map_err(|_| {
             ConnectorError::InvalidToken(
                 "it is not a JWT the connector can read (sub, aud, exp, iat are required)".into(),
@@ -1278,7 +1300,7 @@ impl Upstream {
 
     /// Metadata and keys, fetched on first use and after [`DISCOVERY_TTL`].
     /// A failed refresh keeps serving what was fetched before.
-    async fn discovered(&self) -> Result<Arc<Discovered>, ConnectorError> {
+    async fn discovered(&self, connector: &str) -> Result<Arc<Discovered>, ConnectorError> {
         if let Some(d) = self
             .cached()
             .filter(|d| d.fetched_at.elapsed() < DISCOVERY_TTL)
@@ -1293,12 +1315,20 @@ impl Upstream {
         {
             return Ok(d.clone());
         }
-        let fetched = match &self.expected {
-            None => CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
-                .await
-                .map_err(|e| discovery_error(e, "discovery document or key set", self.timeout)),
-            Some(expected) => self.discover_expecting(expected).await,
+        let fetch = async {
+            match &self.expected {
+                None => {
+                    let http = trace::Traced(&self.http);
+                    CoreProviderMetadata::discover_async(self.issuer.clone(), &http)
+                        .await
+                        .map_err(|e| {
+                            discovery_error(e, "discovery document or key set", self.timeout)
+                        })
+                }
+                Some(expected) => self.discover_expecting(expected).await,
+            }
         };
+        let fetched = trace::traced(trace::span("upstream.discovery", connector), fetch).await;
         match fetched {
             Ok(metadata) => {
                 let d = Arc::new(Discovered {
@@ -1331,10 +1361,12 @@ impl Upstream {
         let res = self
             .http
             .get(&url)
+            .headers(trace::headers())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(|e| unreachable(&e, self.timeout))?;
+        trace::record_status(res.status().as_u16());
         let status = res.status();
         if !status.is_success() {
             return Err(ConnectorError::Upstream(format!(
@@ -1363,7 +1395,8 @@ impl Upstream {
                 clean(expected, 200)
             )));
         }
-        let jwks: CoreJsonWebKeySet = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http)
+        let http = trace::Traced(&self.http);
+        let jwks: CoreJsonWebKeySet = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &http)
             .await
             .map_err(|e| discovery_error(e, "key set", self.timeout))?;
         Ok(metadata.set_jwks(jwks))
@@ -1374,6 +1407,7 @@ impl Upstream {
     async fn refresh_jwks(
         &self,
         seen: &Arc<Discovered>,
+        connector: &str,
     ) -> Result<Option<Arc<Discovered>>, ConnectorError> {
         let _guard = self.fetching.lock().await;
         // Someone else may have refreshed while we waited.
@@ -1392,10 +1426,13 @@ impl Upstream {
             }
             *last = Some(Instant::now());
         }
-        let jwks: CoreJsonWebKeySet =
-            JsonWebKeySet::fetch_async(seen.metadata.jwks_uri(), &self.http)
-                .await
-                .map_err(|e| discovery_error(e, "key set", self.timeout))?;
+        let http = trace::Traced(&self.http);
+        let jwks: CoreJsonWebKeySet = trace::traced(
+            trace::span("upstream.jwks", connector),
+            JsonWebKeySet::fetch_async(seen.metadata.jwks_uri(), &http),
+        )
+        .await
+        .map_err(|e| discovery_error(e, "key set", self.timeout))?;
         tracing::info!(issuer = %self.issuer.as_str(), "refetched the OIDC provider's key set after an unknown key id");
         let fresh = Arc::new(Discovered {
             metadata: seen.metadata.clone().set_jwks(jwks),

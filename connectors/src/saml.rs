@@ -430,7 +430,8 @@ impl SamlConnector {
                         return Ok(info.clone());
                     }
                 }
-                match fetch_metadata(http, url, self.timeout).await {
+                let span = crate::trace::span("upstream.saml_metadata", &self.id);
+                match crate::trace::traced(span, fetch_metadata(http, url, self.timeout)).await {
                     Ok(info) => {
                         let info = Arc::new(info);
                         *cached
@@ -647,7 +648,13 @@ async fn fetch_metadata(
             format!("the request to {host} for the IdP metadata failed")
         })
     };
-    let mut res = http.get(url).send().await.map_err(failed)?;
+    let mut res = http
+        .get(url)
+        .headers(crate::trace::headers())
+        .send()
+        .await
+        .map_err(failed)?;
+    crate::trace::record_status(res.status().as_u16());
     if !res.status().is_success() {
         return Err(ConnectorError::Upstream(format!(
             "the IdP metadata URL answered HTTP {} (redirects are not followed)",

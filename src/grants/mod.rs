@@ -26,6 +26,8 @@ use crate::tokens::TokenResponse;
 use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
+use tracing::Instrument;
+
 pub fn is_supported(grant_type: &str) -> bool {
     SUPPORTED_GRANTS.contains(&grant_type)
 }
@@ -40,28 +42,46 @@ pub async fn dispatch(
     params: &Params,
     source: SourceAddr,
 ) -> OAuthResult<TokenResponse> {
-    let result = match grant_type {
-        GRANT_AUTHORIZATION_CODE => {
-            authorization_code::grant(app, tenant, client, params, source).await
+    let span = tracing::info_span!(
+        "grant",
+        otel.name = span_name(grant_type),
+        tenant = %tenant.id,
+        client_id = %client.client_id,
+        error = tracing::field::Empty,
+    );
+    let issued = async {
+        match grant_type {
+            GRANT_AUTHORIZATION_CODE => {
+                authorization_code::grant(app, tenant, client, params, source).await
+            }
+            GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params, source).await,
+            GRANT_TOKEN_EXCHANGE => {
+                token_exchange::grant(app, tenant, client, params, source).await
+            }
+            GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
+            GRANT_JWT_BEARER => jwt_bearer::grant(app, tenant, client, params).await,
+            GRANT_CLIENT_CREDENTIALS => {
+                client_credentials::grant(app, tenant, client, params, source).await
+            }
+            other => Err(OAuthError::unsupported_grant_type(format!(
+                "grant_type '{other}' is not supported"
+            ))),
         }
-        GRANT_REFRESH_TOKEN => refresh_token::grant(app, tenant, client, params, source).await,
-        GRANT_TOKEN_EXCHANGE => token_exchange::grant(app, tenant, client, params, source).await,
-        GRANT_DEVICE_CODE => device_code::grant(app, tenant, client, params).await,
-        GRANT_JWT_BEARER => jwt_bearer::grant(app, tenant, client, params).await,
-        GRANT_CLIENT_CREDENTIALS => {
-            client_credentials::grant(app, tenant, client, params, source).await
+    }
+    .instrument(span.clone())
+    .await;
+    match &issued {
+        Ok(response) => count_issued(tenant, grant_type, response),
+        // The protocol error code only (`invalid_grant`, ...): never the
+        // request's values.
+        Err(e) => {
+            span.record("error", e.code.as_str());
         }
-        other => Err(OAuthError::unsupported_grant_type(format!(
-            "grant_type '{other}' is not supported"
-        ))),
-    };
-    if let Ok(issued) = &result {
-        count_issued(tenant, grant_type, issued);
     }
     if grant_type == GRANT_TOKEN_EXCHANGE {
-        metrics().exchange_decision(&tenant.id, result.is_ok());
+        metrics().exchange_decision(&tenant.id, issued.is_ok());
     }
-    result
+    issued
 }
 
 /// Every token a response carries, by grant type and format.
@@ -73,6 +93,19 @@ fn count_issued(tenant: &Tenant, grant_type: &str, issued: &TokenResponse) {
     }
     if issued.id_token.is_some() {
         m.token_issued(&tenant.id, grant_type, "id_token");
+    }
+}
+
+/// The span of each grant, by grant type: `grant.authorization_code`, ...
+fn span_name(grant_type: &str) -> &'static str {
+    match grant_type {
+        GRANT_AUTHORIZATION_CODE => "grant.authorization_code",
+        GRANT_REFRESH_TOKEN => "grant.refresh_token",
+        GRANT_TOKEN_EXCHANGE => "grant.token_exchange",
+        GRANT_DEVICE_CODE => "grant.device_code",
+        GRANT_JWT_BEARER => "grant.jwt_bearer",
+        GRANT_CLIENT_CREDENTIALS => "grant.client_credentials",
+        _ => "grant.unsupported",
     }
 }
 

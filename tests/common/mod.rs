@@ -3,6 +3,7 @@
 //! and dropped afterwards), and drives the browser side over HTTP.
 #![allow(dead_code)]
 
+pub mod otlp;
 pub mod saml_idp;
 pub mod upstream;
 
@@ -281,11 +282,12 @@ impl Server {
 
     async fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
+        let out = std::fs::File::create(self.dir.path().join("server.out")).expect("out file");
         let child = self
             .command()
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .env("GATEHOUSE_TEST_CLOCK_FILE", &self.clock_file)
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .spawn()
             .expect("spawn gatehouse");
@@ -316,6 +318,11 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// What the server printed on stdout (since its last start).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.out")).unwrap_or_default()
     }
 
     pub fn stop(&mut self) {

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# The Python tools of the end-to-end tests (tests/python/requirements.txt)
-# in tests/python/.venv. Idempotent: quick when the venv already holds
-# exactly these requirements.
+# Installs the Python tools the end-to-end tests read Gatehouse's output
+# with (requirements.txt: prometheus-client, opentelemetry-proto) into
+# tests/python/.venv.
+# Idempotent and quick when already done (a stamp holds the requirements'
+# hash); safe to run concurrently. Environment: PYTHON (default: python3).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="$here/.venv"
-stamp="$venv/.requirements"
-if [ -x "$venv/bin/python" ] && cmp -s "$here/requirements.txt" "$stamp"; then
-  exit 0
+cd "$here"
+
+venv=.venv
+stamp="$venv/.gatehouse-setup"
+want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+installed() { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }
+
+installed && exit 0
+
+if command -v flock >/dev/null 2>&1; then
+  exec 9>.setup.lock
+  flock 9
+  installed && exit 0
 fi
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-cp "$here/requirements.txt" "$stamp"
+
+if [ ! -x "$venv/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+echo "$want" >"$stamp"
