@@ -17,7 +17,7 @@ use super::flow::{
 };
 use super::token::{parse_form, read_body};
 use crate::http::SourceAddr;
-use crate::limits::source_key;
+use crate::limits;
 use crate::oauth::authorization_request::{
     check_resource, check_scope, AuthorizationRequest, DeviceLink, Draft, Prompt,
 };
@@ -212,11 +212,6 @@ pub async fn show(
     )
 }
 
-/// Code entries per address a minute, so guessing a live code (20^8
-/// possibilities, 10 minutes to live) is hopeless. Counted in `limits`
-/// (per node, or shared through Redis).
-const CODE_ENTRIES_PER_MINUTE: u64 = 10;
-
 pub async fn enter(
     State(app): State<AppState>,
     tenant: TenantCtx,
@@ -234,23 +229,13 @@ pub async fn enter(
             "the form was not submitted from this page; open it again",
         ));
     }
-    // Every attempt counts, right or wrong, and is counted before the
-    // lookup: over the limit nothing is looked up at all.
-    let entries = app
-        .limits
-        .take(
-            &format!("device:src:{}", source_key(source)),
-            CODE_ENTRIES_PER_MINUTE,
-            std::time::Duration::from_secs(60),
-        )
-        .await;
-    if !entries.allowed {
-        crate::telemetry::metrics::metrics().rate_limited("device_code_entry");
+    // Counted before the lookup: over the limit nothing is looked up at all.
+    if let Err(limited) = limits::rate::device_code_entry(&app, source).await {
         return entry_page(
             &tenant,
             &browser,
             "",
-            Some("Too many attempts. Wait a minute and try again."),
+            Some(limited.message),
             StatusCode::TOO_MANY_REQUESTS,
         );
     }

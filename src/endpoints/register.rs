@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::validate_client;
 use crate::http::SourceAddr;
-use crate::limits::source_key;
+use crate::limits;
 use crate::limits::throttle::{self, Kind};
 use crate::oauth::client_auth::Client;
 use crate::oauth::machine::check_machine_registration;
@@ -156,49 +156,6 @@ fn json_response(status: StatusCode, body: Value) -> Response {
     let mut res = (status, axum::Json(body)).into_response();
     no_store(res.headers_mut());
     res
-}
-
-// ---------------------------------------------------------------------------
-// Abuse limits: per source address and per tenant (`limits`: per node, or
-// shared by all nodes through Redis)
-// ---------------------------------------------------------------------------
-
-async fn check_rate(app: &AppState, tenant: &Tenant, source: SourceAddr) -> RegResult<()> {
-    let policy = &tenant.settings.registration;
-    let minute = std::time::Duration::from_secs(60);
-    let by_source = app
-        .limits
-        .take(
-            &format!("reg:src:{}:{}", tenant.id, source_key(source)),
-            u64::from(policy.per_ip_per_minute),
-            minute,
-        )
-        .await;
-    if !by_source.allowed {
-        metrics().rate_limited("registration_source");
-        let secs = by_source.retry_after();
-        return Err(RegistrationError::rate_limited(
-            format!("too many registrations from this address; retry in {secs} seconds"),
-            secs,
-        ));
-    }
-    let by_tenant = app
-        .limits
-        .take(
-            &format!("reg:tenant:{}", tenant.id),
-            u64::from(policy.per_tenant_per_minute),
-            minute,
-        )
-        .await;
-    if !by_tenant.allowed {
-        metrics().rate_limited("registration_tenant");
-        let secs = by_tenant.retry_after();
-        return Err(RegistrationError::rate_limited(
-            format!("too many registrations at this authorization server; retry in {secs} seconds"),
-            secs,
-        ));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -384,7 +341,14 @@ async fn run_register(
             "dynamic client registration is disabled; ask the administrator for a client",
         ));
     }
-    check_rate(app, tenant, source).await?;
+    limits::rate::registration(app, tenant, source)
+        .await
+        .map_err(|l| {
+            RegistrationError::rate_limited(
+                format!("{}; retry in {} seconds", l.message, l.retry_after),
+                l.retry_after,
+            )
+        })?;
     let (parts, body) = req.into_parts();
     // An initial access token is required in that mode; in open mode one
     // may still be presented (it is checked, and recorded: the tenant's

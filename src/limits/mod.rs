@@ -12,6 +12,7 @@
 //! every 30 s and says so in `/readyz`'s log line.
 
 pub mod memory;
+pub mod rate;
 pub mod redis;
 pub mod throttle;
 
