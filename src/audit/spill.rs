@@ -32,57 +32,35 @@ const SLOTS: u32 = 64;
 /// Longest line read back; anything longer is not ours.
 const MAX_LINE: usize = 256 * 1024;
 
-/// One spilled event. `sunk`: the NDJSON file and the audit webhook
-/// already have it (it was spilled at shutdown, after being sent).
-#[derive(Serialize, Deserialize)]
+/// One spilled event: the record's fields, and `sunk` when the NDJSON file
+/// and the audit webhook already have it (it was spilled at shutdown, after
+/// being sent).
+#[derive(Deserialize)]
 pub(crate) struct SpillLine {
-    pub id: String,
-    pub tenant_id: String,
-    pub at: i64,
-    pub kind: String,
-    pub outcome: String,
-    pub client_id: Option<String>,
-    pub subject: Option<String>,
-    pub source_ip: Option<String>,
-    pub detail: String,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sunk: bool,
+    #[serde(flatten)]
+    record: AuditRecord,
+    #[serde(default)]
+    sunk: bool,
+}
+
+/// The same line, written from a borrowed record.
+#[derive(Serialize)]
+struct SpillLineRef<'a> {
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sunk: bool,
 }
 
 impl SpillLine {
-    pub fn encode(r: &AuditRecord, sunk: bool) -> Option<Vec<u8>> {
-        let line = SpillLine {
-            id: r.id.clone(),
-            tenant_id: r.tenant_id.clone(),
-            at: r.at,
-            kind: r.kind.clone(),
-            outcome: r.outcome.clone(),
-            client_id: r.client_id.clone(),
-            subject: r.subject.clone(),
-            source_ip: r.source_ip.clone(),
-            detail: r.detail.clone(),
-            sunk,
-        };
-        let mut bytes = serde_json::to_vec(&line).ok()?;
+    pub fn encode(record: &AuditRecord, sunk: bool) -> Option<Vec<u8>> {
+        let mut bytes = serde_json::to_vec(&SpillLineRef { record, sunk }).ok()?;
         bytes.push(b'\n');
         Some(bytes)
     }
 
     pub fn into_record(self) -> (AuditRecord, bool) {
-        (
-            AuditRecord {
-                id: self.id,
-                tenant_id: self.tenant_id,
-                at: self.at,
-                kind: self.kind,
-                outcome: self.outcome,
-                client_id: self.client_id,
-                subject: self.subject,
-                source_ip: self.source_ip,
-                detail: self.detail,
-            },
-            self.sunk,
-        )
+        (self.record, self.sunk)
     }
 }
 

@@ -208,7 +208,7 @@ pub struct IdentityRecord {
     pub claims: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
     pub id: String,
     pub tenant_id: String,

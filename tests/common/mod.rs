@@ -124,7 +124,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn psql(sql: &str) {
+pub fn psql(sql: &str) {
     let out = Command::new("psql")
         .args([
             "-h",
