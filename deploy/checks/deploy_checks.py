@@ -78,19 +78,18 @@ def series_labels(name: str) -> set[str] | None:
     return None
 
 
-# Environment variables Gatehouse reads: what src/ names, plus the two the
-# management listener and structured logging bring (GATEHOUSE_MANAGEMENT_LISTEN,
-# GATEHOUSE_LOG_FORMAT), which are announced with final names.
-ANNOUNCED_ENV = {"GATEHOUSE_MANAGEMENT_LISTEN", "GATEHOUSE_LOG_FORMAT"}
+# Environment variables Gatehouse reads: what src/ names in a clap `env =`,
+# an `env::var` call or a `&str` constant that names one.
 
 
 def gatehouse_env_names() -> set[str]:
-    names = set(ANNOUNCED_ENV)
+    names: set[str] = set()
     for path in (REPO / "src").rglob("*.rs"):
         text = path.read_text()
         names.update(re.findall(r'env\s*=\s*"(GATEHOUSE_[A-Z0-9_]+)"', text))
         names.update(re.findall(r'env::var(?:_os)?\(\s*"(GATEHOUSE_[A-Z0-9_]+)"', text))
         names.update(re.findall(r'from_env\(\s*"(GATEHOUSE_[A-Z0-9_]+)"', text))
+        names.update(re.findall(r'const\s+[A-Z0-9_]+\s*:\s*&str\s*=\s*"(GATEHOUSE_[A-Z0-9_]+)"', text))
     # Test-only settings are not for deployments.
     names.discard("GATEHOUSE_TEST_CLOCK_FILE")
     return names
