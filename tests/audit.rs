@@ -21,7 +21,18 @@ const WEBHOOK_SECRET: &str = "audit-webhook-secret-0123456789-abcdef";
 /// requesters; returns how many were issued (every one must be).
 async fn burst(server: &Server, n: u64, concurrency: usize) -> u64 {
     let issued = try_burst(server, n, concurrency).await;
-    assert_eq!(issued, n, "every token request succeeds");
+    let log = server.log();
+    let trouble: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .take(20)
+        .collect();
+    assert_eq!(
+        issued,
+        n,
+        "every token request succeeds; the server said:\n{}",
+        trouble.join("\n")
+    );
     issued
 }
 
