@@ -487,7 +487,16 @@ async fn refresh_tokens(target: &Target, gatehouse: Option<&Arc<Server>>, n: usi
     }
     let mut all = Vec::new();
     while let Some(part) = tasks.join_next().await {
-        all.extend(part.expect("login task"));
+        match part {
+            Ok(tokens) => all.extend(tokens),
+            Err(e) => panic!(
+                "{}: a login for a refresh token failed: {e}{}",
+                target.name,
+                gatehouse
+                    .map(|s| format!("\nserver log:\n{}", tail(&s.log(), 40)))
+                    .unwrap_or_default()
+            ),
+        }
     }
     all
 }
@@ -691,8 +700,51 @@ struct Run {
     p99_ms: f64,
     ok: u64,
     errors: u64,
+    /// CPU the server process used during the run, in cores (1.0 = one
+    /// core busy the whole run), and wrk's.
+    server_cores: f64,
+    wrk_cores: f64,
     /// wrk's stderr (the first failed answer, if any).
     stderr: String,
+}
+
+/// User + system CPU seconds of a process so far (/proc/<pid>/stat).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // The fields after the command name, which is in parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / clock_ticks(),
+        _ => f64::NAN,
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU seconds of this process's waited-for children (wrk runs).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn wrk(wrk: &Path, connections: usize, seconds: u64, target: &Target, load: &Load) -> Run {
@@ -708,7 +760,15 @@ fn wrk(wrk: &Path, connections: usize, seconds: u64, target: &Target, load: &Loa
     if let Some(tokens) = &load.tokens {
         cmd.env("WRK_TOKENS", tokens);
     }
+    let (server_before, wrk_before, started) = (
+        process_cpu_seconds(target.pid),
+        children_cpu_seconds(),
+        std::time::Instant::now(),
+    );
     let out = cmd.output().expect("run wrk");
+    let wall = started.elapsed().as_secs_f64();
+    let server_cores = (process_cpu_seconds(target.pid) - server_before) / wall;
+    let wrk_cores = (children_cpu_seconds() - wrk_before) / wall;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
@@ -738,6 +798,8 @@ fn wrk(wrk: &Path, connections: usize, seconds: u64, target: &Target, load: &Loa
         p99_ms: n("p99_us") as f64 / 1000.0,
         ok,
         errors: socket + bad,
+        server_cores,
+        wrk_cores,
         stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     }
 }
@@ -834,6 +896,11 @@ async fn load_for(scenario: Scenario, line: &Line, connections: usize, dir: &Pat
             }
         }
     }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -963,8 +1030,8 @@ async fn run_scenario(
             wrk(wrk_path, opts.connections, opts.warmup, &line.target, &load);
         }
     }
-    println!("| round | server | ok/s | p50 ms | p99 ms | errors |");
-    println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+    println!("| round | server | ok/s | p50 ms | p99 ms | errors | server CPU (cores) | wrk CPU (cores) |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); lines.len()];
     for round in 1..=opts.rounds {
         for (i, line) in lines.iter().enumerate() {
@@ -977,8 +1044,14 @@ async fn run_scenario(
                 &load,
             );
             println!(
-                "| {round} | {} | {:.0} | {:.2} | {:.2} | {} |",
-                line.label, run.ok_per_s, run.p50_ms, run.p99_ms, run.errors
+                "| {round} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {:.2} |",
+                line.label,
+                run.ok_per_s,
+                run.p50_ms,
+                run.p99_ms,
+                run.errors,
+                run.server_cores,
+                run.wrk_cores
             );
             flush();
             if run.errors > 0 {
@@ -1007,9 +1080,9 @@ async fn run_scenario(
         .expect("peer line");
     println!();
     println!(
-        "| server | median ok/s | median p50 ms | median p99 ms | errors | × node-oidc-provider (median of rounds) |"
+        "| server | median ok/s | median p50 ms | median p99 ms | errors | median server CPU (cores) | × node-oidc-provider (median of rounds) |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut errors = 0;
     for (i, line) in lines.iter().enumerate() {
         let r = &runs[i];
@@ -1029,11 +1102,12 @@ async fn run_scenario(
             )
         };
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {err} | {ratio} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {err} | {:.2} | {ratio} |",
             line.label,
             median(r.iter().map(|x| x.ok_per_s).collect()),
             median(r.iter().map(|x| x.p50_ms).collect()),
             median(r.iter().map(|x| x.p99_ms).collect()),
+            median(r.iter().map(|x| x.server_cores).collect()),
         );
     }
     println!();
