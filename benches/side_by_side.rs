@@ -23,7 +23,9 @@
 //!    same claims, whose signature verifies with the server's published JWKS;
 //!    an active introspection; a refresh that rotates, and a reused refresh
 //!    token refused.
-//! 3. Reads each server's idle RSS, then (with `--memory-seconds`) loads each
+//! 3. Reads each server's idle RSS (started, and after the checks, which
+//!    sign a user in: Gatehouse's argon2 buffers), then (with
+//!    `--memory-seconds`) loads each
 //!    server alone with client_credentials for that long, `--memory-runs`
 //!    times, sampling VmRSS every 100 ms: peak during and RSS one second
 //!    after each run.
@@ -815,6 +817,8 @@ struct Line {
     server: Option<Arc<Server>>,
     /// Introspection: the token introspected every time.
     token: Option<String>,
+    /// Refresh: tokens minted before the first refresh run (Gatehouse).
+    minted: std::sync::Mutex<Vec<String>>,
 }
 
 async fn lines_for(
@@ -833,6 +837,7 @@ async fn lines_for(
                     token: Some(access_token(http, &target, resource).await),
                     target: target.clone(),
                     server: Some(server.clone()),
+                    minted: Default::default(),
                 });
             }
         } else {
@@ -841,6 +846,7 @@ async fn lines_for(
                 target,
                 server: Some(server.clone()),
                 token: None,
+                minted: Default::default(),
             });
         }
     }
@@ -857,6 +863,7 @@ async fn lines_for(
         },
         target: peer.clone(),
         server: None,
+        minted: Default::default(),
     };
     // Node-oidc-provider in the middle of each round, so every Gatehouse
     // run is at most a run or two from the peer run it is compared with.
@@ -884,7 +891,16 @@ async fn load_for(scenario: Scenario, line: &Line, connections: usize, dir: &Pat
         Scenario::Refresh => {
             // One chain per connection, and one for wrk's check of the
             // script (benches/wrk/oauth.lua).
-            let tokens = refresh_tokens(&line.target, line.server.as_ref(), connections + 1).await;
+            let n = connections + 1;
+            let ahead = {
+                let mut minted = line.minted.lock().unwrap_or_else(|e| e.into_inner());
+                let at = minted.len().saturating_sub(n);
+                (minted.len() >= n).then(|| minted.split_off(at))
+            };
+            let tokens = match ahead {
+                Some(tokens) => tokens,
+                None => refresh_tokens(&line.target, line.server.as_ref(), n).await,
+            };
             let file = dir.join("refresh-tokens");
             std::fs::write(&file, tokens.join("\n")).expect("write refresh tokens");
             Load {
@@ -1024,6 +1040,27 @@ async fn run_scenario(
 ) -> usize {
     println!("## {}", scenario.name());
     println!();
+    if scenario == Scenario::Refresh {
+        // Gatehouse's refresh tokens for every run come from logins made
+        // before the first refresh run. A run ends with requests in flight;
+        // on PostgreSQL, a request cancelled while its BEGIN is on the wire
+        // can leave a pooled connection inside a transaction (sqlx 0.8,
+        // transact-rs/sqlx#4393), and sign-ins served on it afterwards fail
+        // ("this sign-in request has expired"). Logging in first keeps the
+        // setup out of that; the runs themselves show any error. (The peer
+        // keeps tokens in a 1,000-entry LRU, so its chains are made just
+        // before each run instead.)
+        let runs = opts.rounds + usize::from(opts.warmup > 0);
+        for line in lines.iter().filter(|l| !l.target.is_peer()) {
+            let tokens = refresh_tokens(
+                &line.target,
+                line.server.as_ref(),
+                runs * (opts.connections + 1),
+            )
+            .await;
+            *line.minted.lock().unwrap_or_else(|e| e.into_inner()) = tokens;
+        }
+    }
     if opts.warmup > 0 {
         for line in lines {
             let load = load_for(scenario, line, opts.connections, dir).await;
@@ -1056,6 +1093,9 @@ async fn run_scenario(
             flush();
             if run.errors > 0 {
                 eprintln!("{} {}: {}", scenario.name(), line.label, run.stderr);
+                if let Some(server) = &line.server {
+                    eprintln!("server log (last lines):\n{}", tail(&server.log(), 12));
+                }
             }
             if opts.smoke {
                 assert!(
@@ -1175,6 +1215,10 @@ async fn main() {
     let mut targets: Vec<Target> = gatehouses.iter().map(|s| Target::gatehouse(s)).collect();
     targets.push(peer_target.clone());
 
+    // Idle: started, one second to settle, nothing served yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fresh: Vec<f64> = targets.iter().map(|t| rss_mb(t.pid)).collect();
+
     // Both sides answer alike (this also pays Gatehouse's first argon2
     // verification of the service secret, as a warm-up would).
     for (i, target) in targets.iter().enumerate() {
@@ -1190,17 +1234,19 @@ async fn main() {
     println!();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    println!("| server | idle RSS MB (after start and the checks) |");
-    println!("| --- | ---: |");
-    for target in &targets {
+    println!(
+        "| server | idle RSS MB, started | idle RSS MB, after the checks (a login, a few tokens) |"
+    );
+    println!("| --- | ---: | ---: |");
+    for (target, fresh) in targets.iter().zip(fresh) {
         let rss = rss_mb(target.pid);
         assert!(
-            rss > 0.0,
+            rss > 0.0 && fresh > 0.0,
             "{}: no VmRSS in /proc/{}/status",
             target.name,
             target.pid
         );
-        println!("| {} | {rss:.1} |", target.name);
+        println!("| {} | {fresh:.1} | {rss:.1} |", target.name);
     }
     println!();
     flush();

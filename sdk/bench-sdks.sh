@@ -27,7 +27,7 @@ if [[ "$which" == all || "$which" == python ]]; then
   echo "==> Python SDK (pytest-benchmark)"
   # shellcheck disable=SC2086 # PYTEST_BENCH_ARGS is a list of flags
   (cd "$SDK_DIR/python" && .venv/bin/python -m pytest -q -p no:cacheprovider benchmarks \
-    --benchmark-only --benchmark-sort=name --benchmark-min-time=0.5 \
+    --benchmark-only --benchmark-sort=name --benchmark-max-time=3 \
     --benchmark-columns=min,median,mean,stddev,rounds ${PYTEST_BENCH_ARGS:-})
 fi
 if [[ "$which" == all || "$which" == typescript ]]; then
