@@ -49,6 +49,8 @@ run_python() {
   fi
   [[ "${SDK_INSTALL_ONLY:-0}" == 1 ]] && return 0
   (cd "$PY_DIR" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider) || return 1
+  # The benchmarks, each function once (sdk/bench-sdks.sh measures them).
+  (cd "$PY_DIR" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable) || return 1
 }
 
 run_typescript() {
@@ -63,6 +65,8 @@ run_typescript() {
     return 0
   fi
   (cd "$TS_DIR" && "$NPM" test) || return 1
+  # The benchmark, briefly (sdk/bench-sdks.sh measures it).
+  (cd "$TS_DIR" && BENCH_TIME_MS=50 node bench/verify.bench.mjs >/dev/null) || return 1
 }
 
 if [[ "$which" == all || "$which" == python ]]; then

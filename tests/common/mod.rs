@@ -325,6 +325,12 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.out")).unwrap_or_default()
     }
 
+    /// The server process's id while it runs (its memory is in
+    /// /proc/<pid>/status; the load harnesses read it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -389,3 +389,16 @@ async def test_verifier_survives_event_loop_changes(gatehouse):
 
 def test_base64_helper_roundtrip():
     assert base64.urlsafe_b64decode(b64url(b"xyz") + "=") == b"xyz"
+
+
+async def test_verified_token_is_an_ordinary_frozen_verified_token(gatehouse):
+    """The hot path builds VerifiedToken without its __init__: it must be
+    the same value, immutable, with every field set."""
+    import dataclasses
+
+    got = await verifier(gatehouse).verify(gatehouse.mint())
+    again = VerifiedToken(**{f.name: getattr(got, f.name) for f in dataclasses.fields(VerifiedToken)})
+    assert got == again
+    assert hash(got.scopes) == hash(again.scopes)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.subject = "someone else"  # type: ignore[misc]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import copy
 import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -18,7 +20,10 @@ from urllib.parse import quote_plus, urlsplit
 
 import httpx
 import jwt
-from jwt.exceptions import InvalidSignatureError as _JwtInvalidSignature
+from cryptography.exceptions import InvalidSignature as _BadSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.exceptions import PyJWTError
 
 from . import errors as E
@@ -51,6 +56,11 @@ _ALG_KEYS: dict[str, tuple[str, frozenset[str] | None]] = {
 SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(_ALG_KEYS)
 
 _ACCESS_TOKEN_TYPS = ("at+jwt", "application/at+jwt")
+# base64url without padding. Python's base64 decoder skips characters
+# outside the alphabet, so the parts are checked with this (at C speed)
+# before they are decoded: the header once (then its check is cached), the
+# signature on every token. The payload is covered by the signature.
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _REQUIRED_JWT_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
 
 
@@ -123,6 +133,15 @@ class VerifiedToken:
         return "auth_time" in self.claims
 
 
+def _verified_token(**values: Any) -> VerifiedToken:
+    """A ``VerifiedToken`` with every field given, without the frozen
+    dataclass's per-field ``object.__setattr__`` (a microsecond per token on
+    the verification hot path). Same object as ``VerifiedToken(**values)``."""
+    token = object.__new__(VerifiedToken)
+    token.__dict__.update(values)
+    return token
+
+
 def discovery_urls(issuer: str) -> list[str]:
     """Metadata URLs to try for ``issuer``, in order: RFC 8414 (path inserted
     after the host), then OpenID Connect Discovery (path appended), then OIDC
@@ -142,15 +161,81 @@ def discovery_urls(issuer: str) -> list[str]:
     ]
 
 
-def _b64url_json(segment: str) -> Any:
-    pad = "=" * (-len(segment) % 4)
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64url_decode(segment: str) -> bytes:
+    """base64url without padding (``base64.urlsafe_b64decode`` minus its
+    Python-level steps); raises ValueError."""
+    data = segment.encode("ascii").translate(_URLSAFE_TO_STANDARD)
+    return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+
+
+def _b64url_json(segment: str, part: str = "header") -> Any:
     try:
-        return json.loads(base64.urlsafe_b64decode(segment + pad))
+        return json.loads(_b64url_decode(segment))
     except (ValueError, TypeError) as e:
-        raise E.MalformedTokenError("token header is not base64url-encoded JSON") from e
+        raise E.MalformedTokenError(f"token {part} is not base64url-encoded JSON") from e
+
+
+def _b64url_bytes(segment: str) -> bytes:
+    try:
+        return _b64url_decode(segment)
+    except (ValueError, TypeError) as e:
+        raise E.MalformedTokenError("token signature is not base64url") from e
+
+
+# ECDSA over JOSE's R||S signatures (RFC 7518 §3.4): the hash and the size
+# of R and S per algorithm.
+_EC_JWS: dict[str, tuple[type[hashes.HashAlgorithm], int]] = {
+    "ES256": (hashes.SHA256, 32),
+    "ES384": (hashes.SHA384, 48),
+    "ES512": (hashes.SHA512, 66),
+}
+
+SignatureCheck = Callable[[bytes, bytes], bool]
+
+
+def _signature_check(key: Any, alg: str) -> SignatureCheck:
+    """``check(signing_input, signature) -> bool`` for ``key`` and ``alg``.
+
+    ECDSA is done here, with the ``ECDSA`` object made once: JOSE's R||S
+    goes to DER, then ``cryptography`` verifies (what PyJWT does, without
+    its per-call allocations; ES256 is the default on the hot path). Other
+    algorithms use PyJWT's implementation as they are.
+    """
+    ec_alg = _EC_JWS.get(alg)
+    if ec_alg is not None and isinstance(key, ec.EllipticCurvePublicKey):
+        hash_cls, size = ec_alg
+        ecdsa = ec.ECDSA(hash_cls())
+
+        def check_ec(signing_input: bytes, signature: bytes) -> bool:
+            if len(signature) != 2 * size:
+                return False
+            der = encode_dss_signature(
+                int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+            )
+            try:
+                key.verify(der, signing_input, ecdsa)
+            except _BadSignature:
+                return False
+            return True
+
+        return check_ec
+    algorithm = jwt.get_algorithm_by_name(alg)
+
+    def check_other(signing_input: bytes, signature: bytes) -> bool:
+        return bool(algorithm.verify(signing_input, key, signature))
+
+    return check_other
 
 
 def _is_number(v: Any) -> bool:
+    t = type(v)
+    if t is int:
+        return True
+    if t is float:
+        return math.isfinite(v)
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -270,6 +355,12 @@ class GatehouseVerifier:
 
         self._metadata: dict[str, Any] | None = None
         self._keys: dict[str, list[dict[str, Any]]] | None = None
+        # (kid, alg) -> signature check with the key object: built from the
+        # JWK once per JWKS fetch rather than once per token.
+        self._verifying_keys: dict[tuple[str, str], SignatureCheck] = {}
+        # Encoded JWS header -> (alg, kid) once it passed the header checks:
+        # a tenant's tokens share a handful of headers.
+        self._headers: dict[str, tuple[str, str]] = {}
         self._jwks_attempted_at: float | None = None  # monotonic, last fetch attempt
         self._jwks_loaded_at: float | None = None  # monotonic, last successful fetch
         self._locks: dict[int, tuple[asyncio.Lock, asyncio.Lock]] = {}
@@ -288,14 +379,15 @@ class GatehouseVerifier:
         """
         if not isinstance(token, str) or not token or token != token.strip():
             raise E.MalformedTokenError("empty or malformed token")
-        if token.count(".") == 2:
+        dots = token.count(".")
+        if dots == 2:
             verified = await self._verify_jwt(token)
             if self.introspection is not None and self.introspection.introspect_jwts:
                 await self._introspect(token)
             return verified
-        if token.count(".") == 0 and self.introspection is not None:
+        if dots == 0 and self.introspection is not None:
             return await self._introspect(token)
-        if token.count(".") == 0:
+        if dots == 0:
             raise E.MalformedTokenError("opaque token, and no introspection is configured")
         raise E.MalformedTokenError("not a JWS compact serialization")
 
@@ -390,6 +482,7 @@ class GatehouseVerifier:
                 continue
             keys.setdefault(jwk_["kid"], []).append(jwk_)
         self._keys = keys
+        self._verifying_keys = {}
         self._jwks_loaded_at = time.monotonic()
 
     def _may_refresh(self, now: float) -> bool:
@@ -399,9 +492,9 @@ class GatehouseVerifier:
         """The JWKs named ``kid``, refreshing the JWKS when it is stale or the
         kid is unknown, at most once per ``jwks_min_refresh_interval``."""
         meta = await self.metadata()
-        _, lock = self._lock_pair()
         now = time.monotonic()
         if self._keys is None:
+            _, lock = self._lock_pair()
             async with lock:
                 if self._keys is None:
                     await self._fetch_jwks_locked(meta["jwks_uri"])
@@ -410,6 +503,7 @@ class GatehouseVerifier:
             and now - self._jwks_loaded_at >= self.jwks_max_age
             and self._may_refresh(now)
         ):
+            _, lock = self._lock_pair()
             async with lock:
                 if self._may_refresh(time.monotonic()):
                     try:
@@ -419,6 +513,7 @@ class GatehouseVerifier:
         assert self._keys is not None
         if kid in self._keys:
             return self._keys[kid]
+        _, lock = self._lock_pair()
         async with lock:
             if kid not in self._keys and self._may_refresh(time.monotonic()):
                 log.info("unknown kid %r: refetching the JWKS", kid[:64])
@@ -427,8 +522,42 @@ class GatehouseVerifier:
             return self._keys[kid]
         raise E.UnknownKeyError("token signed with an unknown key")
 
-    async def _verify_jwt(self, token: str) -> VerifiedToken:
-        header = _b64url_json(token.split(".", 1)[0])
+    def _fresh_signature_check(self, kid: str, alg: str) -> SignatureCheck | None:
+        """The cached signature check for ``kid`` and ``alg`` while the JWKS
+        is fresh (no await, nothing to fetch); else None."""
+        check = self._verifying_keys.get((kid, alg))
+        if (
+            check is not None
+            and self._jwks_loaded_at is not None
+            and time.monotonic() - self._jwks_loaded_at < self.jwks_max_age
+        ):
+            return check
+        return None
+
+    async def _signature_check_for(self, kid: str, alg: str) -> SignatureCheck:
+        """The signature check with the key named ``kid``, for ``alg``,
+        refetching the JWKS when it is stale or the kid unknown."""
+        candidates = await self._candidates(kid)  # a refetch of the JWKS clears the cache
+        check = self._verifying_keys.get((kid, alg))
+        if check is not None:
+            return check
+        jwk_ = self._pick_key(candidates, alg)
+        try:
+            check = _signature_check(jwt.PyJWK(jwk_, algorithm=alg).key, alg)
+        except PyJWTError as e:
+            raise E.KeyMismatchError(f"key {kid!r} is not usable with {alg}") from e
+        self._verifying_keys[(kid, alg)] = check
+        return check
+
+    def _read_header(self, header_b64: str) -> tuple[str, str]:
+        """``(alg, kid)`` of a JWS header that passes the checks (RFC 9068
+        ``typ``, an allowed ``alg``, no ``crit``, a ``kid``)."""
+        known = self._headers.get(header_b64)
+        if known is not None:
+            return known
+        if not header_b64 or not _B64URL.fullmatch(header_b64):
+            raise E.MalformedTokenError("token header is not base64url")
+        header = _b64url_json(header_b64)
         if not isinstance(header, dict):
             raise E.MalformedTokenError("token header is not a JSON object")
         if "crit" in header:
@@ -442,22 +571,27 @@ class GatehouseVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise E.UnknownKeyError("token header has no kid")
+        if len(self._headers) >= 64:
+            self._headers.clear()
+        self._headers[header_b64] = (alg, kid)
+        return alg, kid
 
-        jwk_ = self._pick_key(await self._candidates(kid), alg)
-        try:
-            key = jwt.PyJWK(jwk_, algorithm=alg).key
-        except PyJWTError as e:
-            raise E.KeyMismatchError(f"key {kid!r} is not usable with {alg}") from e
-        try:
-            payload_bytes = jwt.PyJWS().decode(token, key, algorithms=[alg])
-        except _JwtInvalidSignature as e:
-            raise E.InvalidSignatureError("signature verification failed") from e
-        except PyJWTError as e:
-            raise E.MalformedTokenError(f"invalid token: {e}") from e
-        try:
-            claims = json.loads(payload_bytes)
-        except ValueError as e:
-            raise E.MalformedTokenError("token payload is not JSON") from e
+    async def _verify_jwt(self, token: str) -> VerifiedToken:
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        alg, kid = self._read_header(header_b64)
+        # The signature part must be strictly base64url (else one token
+        # would have many spellings); the payload is covered by the
+        # signature: only the issuer's own bytes get past it.
+        if not payload_b64 or not _B64URL.fullmatch(signature_b64):
+            raise E.MalformedTokenError("token payload or signature is not base64url")
+
+        check = self._fresh_signature_check(kid, alg) or await self._signature_check_for(kid, alg)
+        # Over the exact bytes signed, with the key object kept since the
+        # JWKS was read.
+        signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+        if not signature_b64 or not check(signing_input, _b64url_bytes(signature_b64)):
+            raise E.InvalidSignatureError("signature verification failed")
+        claims = _b64url_json(payload_b64, "payload")
         if not isinstance(claims, dict):
             raise E.MalformedTokenError("token payload is not a JSON object")
         for name in _REQUIRED_JWT_CLAIMS:
@@ -488,11 +622,14 @@ class GatehouseVerifier:
         if "aud" not in claims:
             raise E.MissingClaimError("aud")
         aud = claims["aud"]
-        auds = [aud] if isinstance(aud, str) else aud
-        if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
-            raise E.InvalidClaimError("aud must be a string or a list of strings")
-        if not any(self._is_this_resource(a) for a in auds):
-            raise E.InvalidAudienceError("token is not for this resource")
+        # Gatehouse's tokens carry exactly this resource's canonical URI:
+        # that case is one comparison.
+        if aud != self.resource:
+            auds = [aud] if isinstance(aud, str) else aud
+            if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
+                raise E.InvalidClaimError("aud must be a string or a list of strings")
+            if not any(self._is_this_resource(a) for a in auds):
+                raise E.InvalidAudienceError("token is not for this resource")
 
         if "exp" not in claims:
             raise E.MissingClaimError("exp")
@@ -528,10 +665,10 @@ class GatehouseVerifier:
         if act is not None:
             self._check_act(act)
 
-        return VerifiedToken(
+        return _verified_token(
             subject=claims["sub"],
             client_id=claims["client_id"],
-            scopes=tuple(s for s in scope.split(" ") if s),
+            scopes=tuple(filter(None, scope.split(" "))),
             audience=self.resource,
             expires_at=int(exp),
             jti=jti,
