@@ -319,7 +319,19 @@ async fn local_cluster_serves_through_the_load_balancer_from_both_nodes() {
         .local_address("127.0.0.3".parse::<std::net::IpAddr>().expect("ip"))
         .build()
         .expect("client");
-    token(&from, &lb, "local-opaque", &opaque).await;
+    // A refused grant: successful client_credentials tokens are aggregated
+    // per minute (docs/operations.md 7.3), failures are recorded one by one.
+    let refused = from
+        .post(format!("{lb}/token"))
+        .basic_auth("local-opaque", Some(&opaque))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "https://not-registered.example/mcp"),
+        ])
+        .send()
+        .await
+        .expect("token request via the load balancer");
+    assert_eq!(refused.status(), 400);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let sources = psql(
