@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::Router;
 use moka::future::Cache;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -45,6 +46,8 @@ pub struct Inner {
     pub limits: Limits,
     /// Time allowed to read a request body (`http::body_deadline`).
     pub body_timeout: Duration,
+    /// Access tokens recently found active (introspection, userinfo).
+    pub active_tokens: crate::tokens::active_cache::ActiveTokens,
 }
 
 impl std::ops::Deref for AppState {
@@ -74,6 +77,7 @@ impl AppState {
     ) -> Self {
         let secure_cookies = public_url.starts_with("https://");
         let audit = Audit::start(store.clone(), clock.clone(), edge.audit);
+        let active_tokens = crate::tokens::active_cache::ActiveTokens::new(store.changes().clone());
         AppState(Arc::new(Inner {
             store,
             clock,
@@ -86,6 +90,7 @@ impl AppState {
             trusted_proxies: edge.trusted_proxies,
             limits: edge.limits,
             body_timeout: edge.body_timeout,
+            active_tokens,
         }))
     }
 
@@ -195,34 +200,40 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(endpoints::health::readyz))
         .fallback(endpoints::health::not_found)
         .method_not_allowed_fallback(endpoints::health::method_not_allowed)
-        .layer(DefaultBodyLimit::max(endpoints::token::MAX_FORM_BODY))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.body_timeout,
-            body_deadline::limit_body_time,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            source::set_source_addr,
-        ))
-        .layer(axum::middleware::from_fn(path::refuse_malformed_path))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(axum::middleware::from_fn(
-            crate::telemetry::request::trace_request,
-        ))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(CatchPanicLayer::custom(endpoints::health::panic_response))
-        // Outermost, so it counts what the caller got, panics included.
-        .layer(axum::middleware::from_fn(
-            crate::telemetry::http_metrics::record,
-        ))
+        // One stack, applied once: each `Router::layer` call would box and
+        // clone every route's service again on each request. The first layer
+        // listed is the outermost.
+        .layer(
+            ServiceBuilder::new()
+                // Outermost, so it counts what the caller got, panics included.
+                .layer(axum::middleware::from_fn(
+                    crate::telemetry::http_metrics::record,
+                ))
+                .layer(CatchPanicLayer::custom(endpoints::health::panic_response))
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(axum::middleware::from_fn(
+                    crate::telemetry::request::trace_request,
+                ))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(axum::middleware::from_fn(path::refuse_malformed_path))
+                .layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    source::set_source_addr,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    app.body_timeout,
+                    body_deadline::limit_body_time,
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(DefaultBodyLimit::max(endpoints::token::MAX_FORM_BODY)),
+        )
         .with_state(app)
 }
 

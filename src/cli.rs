@@ -727,6 +727,8 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     load_tenants(&app, &store).instrument(startup).await?;
     let audit = app.audit.clone();
     spawn_purger(store.clone(), clock, args.audit.audit_retention_days);
+    // Revocations by other nodes and commands reach this node's caches.
+    store.watch_changes();
     tracing::info!(listen = %settings.listen, issuer = %public_url, database = store.backend(), "gatehouse is serving");
     let banner = format!(
         "gatehouse listening on http://{} (issuer {})",

@@ -78,6 +78,6 @@ async fn run(
         }
     };
     let mut out = released_claims(&scope, &user);
-    out.insert("sub".into(), claims.sub.into());
+    out.insert("sub".into(), claims.sub.clone().into());
     Ok(serde_json::Value::Object(out))
 }

@@ -280,7 +280,7 @@ async fn verified(
     what: &str,
 ) -> OAuthResult<AccessClaims> {
     match inspect_access_token(app, tenant, token).await? {
-        Inspected::Active(claims) => Ok(*claims),
+        Inspected::Active(claims) => Ok(std::sync::Arc::unwrap_or_clone(claims)),
         Inspected::Inactive => Err(OAuthError::invalid_request(format!(
             "{what} is invalid, expired, revoked or not issued by this tenant"
         ))),
@@ -337,7 +337,7 @@ async fn access_token_subject(
     note: &mut Refusal,
 ) -> OAuthResult<(AccessClaims, Option<String>)> {
     if let Inspected::Active(claims) = inspect_access_token(app, tenant, token).await? {
-        return Ok((*claims, None));
+        return Ok((std::sync::Arc::unwrap_or_clone(claims), None));
     }
     let issuer = super::id_jag::unverified_claim(token, "iss");
     let connector = issuer.as_deref().and_then(|iss| {

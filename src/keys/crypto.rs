@@ -471,10 +471,11 @@ impl PublicKey {
     }
 }
 
-/// Builds a jsonwebtoken signing key from decrypted PKCS#8 DER.
+/// Builds a jsonwebtoken signing key from decrypted PKCS#8 DER: the tests
+/// forge tokens with it (the server signs with [`super::jws`]).
 ///
-/// jsonwebtoken 9 wants PKCS#8 for EC and Ed25519 but PKCS#1 for RSA, and
-/// validates nothing until the first signature, so callers should probe it.
+/// jsonwebtoken 9 wants PKCS#8 for EC and Ed25519 but PKCS#1 for RSA.
+#[cfg(test)]
 pub(crate) fn encoding_key_from_pkcs8(
     alg: Alg,
     pkcs8: &[u8],
@@ -495,6 +496,7 @@ pub(crate) fn encoding_key_from_pkcs8(
 }
 
 /// rsaEncryption (RFC 8017 appendix C).
+#[cfg(test)]
 const RSA_ENCRYPTION: p256::pkcs8::ObjectIdentifier =
     p256::pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
@@ -767,6 +769,7 @@ mod tests {
             assert_eq!(rec.kid.len(), 22); // 16 bytes, base64url unpadded
                                            // The sealed PKCS#8 opens only with its own kid.
             let der = kek.decrypt(&rec.private_enc, rec.kid.as_bytes()).unwrap();
+            assert!(super::super::jws::PrivateKey::from_pkcs8(alg, &der).is_ok());
             assert!(encoding_key_from_pkcs8(alg, &der).is_ok());
             assert!(kek.decrypt(&rec.private_enc, b"other").is_err());
         }

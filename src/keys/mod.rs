@@ -7,6 +7,7 @@
 
 pub mod crypto;
 mod error;
+mod jws;
 pub mod ring;
 pub mod rotation;
 

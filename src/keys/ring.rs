@@ -9,15 +9,14 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::crypto::{
-    encoding_key_from_pkcs8, wipe, Alg, Kek, PublicKey, STATE_ACTIVE, STATE_NEXT, STATE_RETIRED,
-};
+use super::crypto::{wipe, Alg, Kek, PublicKey, STATE_ACTIVE, STATE_NEXT, STATE_RETIRED};
 use super::error::KeyError;
+use super::jws::{PrivateKey, Signer};
 use crate::store::KeyRecord;
 
 /// Signed once at load to prove the decrypted private key matches the
@@ -30,7 +29,7 @@ const MAX_KID_IN_ERROR: usize = 64;
 pub struct SigningKey {
     pub kid: String,
     pub alg: Alg,
-    pub encoding: EncodingKey,
+    signer: Signer,
     /// Public JWK (no private members), as published in the JWKS.
     pub public_jwk: Value,
 }
@@ -40,7 +39,7 @@ impl fmt::Debug for SigningKey {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
             .field("alg", &self.alg)
-            .field("encoding", &"***")
+            .field("signer", &self.signer)
             .finish()
     }
 }
@@ -146,14 +145,14 @@ impl KeyRing {
             return Err(KeyError::NoActiveKey);
         };
         let alg = active_verifying.alg;
-        let encoding = unseal(active_rec, alg, kek, &active_verifying.decoding)?;
+        let key = unseal(active_rec, alg, kek, &active_verifying.decoding)?;
 
         Ok(KeyRing {
             tenant_id,
             active: SigningKey {
                 kid: active_rec.kid.clone(),
                 alg,
-                encoding,
+                signer: Signer::new(alg, &active_rec.kid, key),
                 public_jwk,
             },
             verifying,
@@ -185,11 +184,7 @@ impl KeyRing {
     /// Signs `claims` with the active key. The header carries the key's
     /// `alg`, its `kid` and `typ` (e.g. `"at+jwt"` for RFC 9068 access tokens).
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
-        let mut header = Header::new(self.active.alg.to_jsonwebtoken());
-        header.kid = Some(self.active.kid.clone());
-        header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.active.encoding)
-            .map_err(|e| KeyError::Signing(e.to_string()))
+        self.active.signer.sign(typ, claims)
     }
 
     /// Verifies a compact JWS signed by one of this ring's keys and returns its claims.
@@ -311,13 +306,13 @@ fn parse_public(rec: &KeyRecord) -> Result<(Alg, PublicKey), KeyError> {
 }
 
 /// Decrypts the record's private key (AAD = kid) and proves it matches the
-/// published public key by signing and verifying a probe.
+/// published public key by signing a probe and verifying it with that key.
 fn unseal(
     rec: &KeyRecord,
     alg: Alg,
     kek: &Kek,
     decoding: &DecodingKey,
-) -> Result<EncodingKey, KeyError> {
+) -> Result<PrivateKey, KeyError> {
     let mut der = kek
         .decrypt(&rec.private_enc, rec.kid.as_bytes())
         .map_err(|_| {
@@ -326,17 +321,32 @@ fn unseal(
                 "cannot decrypt private key (wrong key-encryption key, or the record was altered)",
             )
         })?;
-    let encoding = encoding_key_from_pkcs8(alg, &der);
+    let key = PrivateKey::from_pkcs8(alg, &der);
     wipe(&mut der);
-    let encoding = encoding.map_err(|reason| invalid(rec, &reason))?;
-    let jwt_alg = alg.to_jsonwebtoken();
-    let matches = jsonwebtoken::crypto::sign(PROBE, &encoding, jwt_alg)
-        .map_err(|_| invalid(rec, "private key is not usable for its algorithm"))
-        .map(|sig| jsonwebtoken::crypto::verify(&sig, PROBE, decoding, jwt_alg).unwrap_or(false))?;
+    let key = key.map_err(|reason| invalid(rec, &reason))?;
+    let signature = key
+        .sign(PROBE)
+        .map_err(|_| invalid(rec, "private key is not usable for its algorithm"))?;
+    let matches = jsonwebtoken::crypto::verify(
+        &URL_SAFE_NO_PAD.encode(signature),
+        PROBE,
+        decoding,
+        alg.to_jsonwebtoken(),
+    )
+    .unwrap_or(false);
     if !matches {
         return Err(invalid(rec, "private key does not match its public key"));
     }
-    Ok(encoding)
+    Ok(key)
+}
+
+/// The `kid` in a compact JWS's protected header, unverified: for callers
+/// that verified the token already and need to know which key signed it.
+pub fn token_kid(token: &str) -> Option<String> {
+    match parse_header(token).ok()?.remove("kid")? {
+        Value::String(kid) => Some(kid),
+        _ => None,
+    }
 }
 
 /// Decodes the protected header of a compact JWS (exactly three parts).
@@ -393,9 +403,19 @@ fn truncated(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::crypto::generate_key;
+    use super::super::crypto::{encoding_key_from_pkcs8, generate_key};
     use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
+
+    /// The record's private key as jsonwebtoken's signing key, to forge
+    /// tokens `sign` would never make.
+    fn encoding_key(kek: &Kek, rec: &KeyRecord, alg: Alg) -> EncodingKey {
+        let mut der = kek.decrypt(&rec.private_enc, rec.kid.as_bytes()).unwrap();
+        let key = encoding_key_from_pkcs8(alg, &der).unwrap();
+        wipe(&mut der);
+        key
+    }
 
     const TENANT: &str = "t1";
     const NOW: i64 = 1_700_000_000;
@@ -539,11 +559,7 @@ mod tests {
         for alg in Alg::ALL {
             let (kek, records, ring) = ring(alg);
             let imposter = record(alg, &kek, STATE_ACTIVE);
-            let mut der = kek
-                .decrypt(&imposter.private_enc, imposter.kid.as_bytes())
-                .unwrap();
-            let key = encoding_key_from_pkcs8(alg, &der).unwrap();
-            wipe(&mut der);
+            let key = encoding_key(&kek, &imposter, alg);
             let mut header = Header::new(alg.to_jsonwebtoken());
             header.kid = Some(records[0].kid.clone());
             header.typ = Some("at+jwt".into());
@@ -645,7 +661,7 @@ mod tests {
 
     #[test]
     fn typ_is_checked_when_expected() {
-        let (_, _, ring) = ring(Alg::ES256);
+        let (kek, records, ring) = ring(Alg::ES256);
         let at = ring.sign("at+jwt", &claims(NOW + 60)).unwrap();
         let id = ring.sign("JWT", &claims(NOW + 60)).unwrap();
         assert!(matches!(
@@ -663,7 +679,7 @@ mod tests {
         let prefixed = ring.sign("application/AT+JWT", &claims(NOW + 60)).unwrap();
         assert!(verify(&ring, &prefixed).is_ok());
 
-        let key = &ring.active().encoding;
+        let key = &encoding_key(&kek, &records[0], Alg::ES256);
         let kid = &ring.active().kid;
         let untyped = sign_raw(
             &json!({"alg": "ES256", "kid": kid}),
@@ -730,12 +746,12 @@ mod tests {
 
     #[test]
     fn crit_header_is_refused() {
-        let (_, _, ring) = ring(Alg::ES256);
+        let (kek, records, ring) = ring(Alg::ES256);
         let header = json!({"alg": "ES256", "kid": ring.active().kid, "typ": "at+jwt", "crit": ["b64"], "b64": false});
         let token = sign_raw(
             &header,
             &claims(NOW + 60),
-            &ring.active().encoding,
+            &encoding_key(&kek, &records[0], Alg::ES256),
             Alg::ES256,
         );
         assert!(matches!(

@@ -1,6 +1,8 @@
 //! Storage: one trait, two sqlx implementations (SQLite and PostgreSQL) that
 //! share their SQL text. Endpoints never see SQL; domain code sees this trait.
 
+pub mod changes;
+mod listen;
 mod sql;
 
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use changes::Changes;
 pub use sql::{connect, PostgresStore, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +256,12 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// The connection pool's size now, its idle part and its limit.
     fn pool_stats(&self) -> PoolStats;
+    /// What this node has seen of revocations (see [`changes`]).
+    fn changes(&self) -> &Arc<Changes>;
+    /// Follows changes committed by other nodes and commands (PostgreSQL:
+    /// LISTEN in a background task; SQLite: nothing). The server calls it
+    /// once at start; commands do not.
+    fn watch_changes(&self);
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
 

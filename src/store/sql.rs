@@ -19,10 +19,12 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    changes: Arc<Changes>,
 }
 
 pub struct PostgresStore {
     pool: PgPool,
+    changes: Arc<Changes>,
 }
 
 /// Opens the database named by `url`: `postgres://…` or `sqlite:…`.
@@ -33,7 +35,10 @@ pub async fn connect(url: &str) -> StoreResult<DynStore> {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Arc::new(PostgresStore { pool }))
+        Ok(Arc::new(PostgresStore {
+            pool,
+            changes: Arc::default(),
+        }))
     } else if url.starts_with("sqlite:") {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -47,7 +52,10 @@ pub async fn connect(url: &str) -> StoreResult<DynStore> {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Arc::new(SqliteStore { pool }))
+        Ok(Arc::new(SqliteStore {
+            pool,
+            changes: Arc::default(),
+        }))
     } else {
         Err(StoreError::Invalid(format!(
             "database URL must start with sqlite: or postgres:// (got '{}')",
@@ -219,6 +227,14 @@ macro_rules! sql_store {
         impl Store for $store {
             fn backend(&self) -> &'static str {
                 $backend
+            }
+
+            fn changes(&self) -> &Arc<Changes> {
+                &self.changes
+            }
+
+            fn watch_changes(&self) {
+                self.start_watching();
             }
 
             fn pool_stats(&self) -> PoolStats {
@@ -683,6 +699,7 @@ macro_rules! sql_store {
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 Self::revoke_grant_in(&mut tx, id, now).await?;
                 tx.commit().await?;
+                self.changes.revoked();
                 Ok(())
             }
 
@@ -708,6 +725,7 @@ macro_rules! sql_store {
                     count += 1;
                 }
                 tx.commit().await?;
+                self.changes.revoked();
                 Ok(count)
             }
 
@@ -764,6 +782,9 @@ macro_rules! sql_store {
                     }
                 };
                 tx.commit().await?;
+                if matches!(outcome, CodeRedemption::Replayed { .. }) {
+                    self.changes.revoked();
+                }
                 Ok(outcome)
             }
 
@@ -843,6 +864,9 @@ macro_rules! sql_store {
                     }
                 };
                 tx.commit().await?;
+                if matches!(outcome, RefreshRotation::Reused { .. }) {
+                    self.changes.revoked();
+                }
                 Ok(outcome)
             }
 
@@ -936,6 +960,7 @@ macro_rules! sql_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
+                self.changes.revoked();
                 Ok(())
             }
 
@@ -1180,6 +1205,7 @@ macro_rules! sql_store {
                     q.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
+                self.changes.revoked();
                 Ok(true)
             }
 
@@ -1342,10 +1368,18 @@ macro_rules! sql_store {
 /// of waiting out the busy timeout, which surfaced as a 503 under load.
 impl SqliteStore {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    /// SQLite has no notifications: cached answers are rechecked every
+    /// [`changes::MAX_STALENESS`](super::changes::MAX_STALENESS).
+    fn start_watching(&self) {}
 }
 
 impl PostgresStore {
     const BEGIN_WRITE: &'static str = "BEGIN";
+
+    fn start_watching(&self) {
+        super::listen::spawn(self.pool.clone(), self.changes.clone());
+    }
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", SQLITE_MIGRATIONS);

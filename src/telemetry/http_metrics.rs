@@ -2,6 +2,8 @@
 //! status, with its duration, and the OAuth error it ended with, if any.
 //! Endpoint files contain none of this.
 
+use std::collections::HashSet;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -17,10 +19,7 @@ use crate::telemetry::metrics::metrics;
 pub const UNMATCHED: &str = "unmatched";
 
 pub async fn record(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().map(route_label);
     let mut pending = Pending {
         route,
         method: method_label(req.method()),
@@ -31,7 +30,7 @@ pub async fn record(req: Request, next: Next) -> Response {
     pending.answered = true;
     pending.observe(res.status().as_u16());
     if let Some(ErrorSent(code)) = res.extensions().get::<ErrorSent>() {
-        metrics().oauth_error(endpoint_label(pending.route.as_deref()), code);
+        metrics().oauth_error(endpoint_label(pending.route), code);
     }
     res
 }
@@ -40,7 +39,7 @@ pub async fn record(req: Request, next: Next) -> Response {
 /// handler's panic is counted as the 500 it is answered with; a request
 /// whose connection goes away first is counted as 499 (client closed).
 struct Pending {
-    route: Option<String>,
+    route: Option<&'static str>,
     method: &'static str,
     started: Instant,
     answered: bool,
@@ -49,7 +48,7 @@ struct Pending {
 impl Pending {
     fn observe(&self, status: u16) {
         metrics().http_request(
-            self.route.as_deref().unwrap_or(UNMATCHED),
+            self.route.unwrap_or(UNMATCHED),
             self.method,
             status,
             self.started.elapsed(),
@@ -63,6 +62,31 @@ impl Drop for Pending {
             self.observe(499);
         }
     }
+}
+
+/// The route template as a label that lives for the process. Templates are
+/// the router's own (a few dozen, never a caller's path), so each is copied
+/// once on first use and every later request borrows it.
+fn route_label(path: &MatchedPath) -> &'static str {
+    static ROUTES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    let template = path.as_str();
+    if let Some(known) = routes
+        .read()
+        .ok()
+        .and_then(|set| set.get(template).copied())
+    {
+        return known;
+    }
+    let Ok(mut set) = routes.write() else {
+        return UNMATCHED;
+    };
+    if let Some(known) = set.get(template) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(template.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
 }
 
 /// Methods are a closed set; anything else a caller sends is `other`.

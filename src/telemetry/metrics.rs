@@ -43,8 +43,8 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
     status: u16,
 }
 
@@ -290,10 +290,18 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    /// `route` is a route template (see `http_metrics::route_label`): the
+    /// labels borrow, so counting a request allocates nothing.
+    pub fn http_request(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let labels = HttpLabels {
-            route: route.to_string(),
-            method: method.to_string(),
+            route,
+            method,
             status,
         };
         self.http_requests.get_or_create(&labels).inc();

@@ -74,6 +74,14 @@ macro_rules! traced_store {
                 self.inner.pool_stats()
             }
 
+            fn changes(&self) -> &Arc<Changes> {
+                self.inner.changes()
+            }
+
+            fn watch_changes(&self) {
+                self.inner.watch_changes()
+            }
+
             $(
                 async fn $name(&self, $($arg: $ty),*) -> $ret {
                     self.observe(

@@ -1,6 +1,8 @@
 //! Is this access token one of ours, for this tenant, and still active?
 //! Used by introspection, revocation and userinfo.
 
+use std::sync::Arc;
+
 use super::{AccessClaims, ACCESS_TOKEN_TYP};
 use crate::oauth::errors::OAuthResult;
 use crate::store::AccessTokenState;
@@ -9,7 +11,7 @@ use crate::tokens::secret::{ct_eq, Handle};
 use crate::AppState;
 
 pub enum Inspected {
-    Active(Box<AccessClaims>),
+    Active(Arc<AccessClaims>),
     Inactive,
 }
 
@@ -18,22 +20,45 @@ fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// Verifies signature (this tenant's keys only), issuer, expiry and
-/// revocation.
+/// revocation; an answer checked moments ago comes from
+/// [`ActiveTokens`](super::active_cache::ActiveTokens).
 pub async fn inspect_access_token(
     app: &AppState,
     tenant: &Tenant,
     token: &str,
 ) -> OAuthResult<Inspected> {
     let now = app.now();
+    match app.active_tokens.lookup(tenant, token, now) {
+        Ok(claims) => Ok(Inspected::Active(claims)),
+        Err(miss) => {
+            let (inspected, kid) = inspect_in_store(app, tenant, token, now).await?;
+            if let Inspected::Active(claims) = &inspected {
+                app.active_tokens
+                    .remember(tenant, miss, claims.clone(), kid);
+            }
+            Ok(inspected)
+        }
+    }
+}
+
+/// The full check, and the `kid` of a JWT found active.
+async fn inspect_in_store(
+    app: &AppState,
+    tenant: &Tenant,
+    token: &str,
+    now: i64,
+) -> OAuthResult<(Inspected, Option<String>)> {
+    let inactive = Ok((Inspected::Inactive, None));
+    let mut kid = None;
     let claims = if looks_like_jwt(token) {
         let Ok(claims) = tenant
             .keys
             .verify::<AccessClaims>(token, Some(ACCESS_TOKEN_TYP), now)
         else {
-            return Ok(Inspected::Inactive);
+            return inactive;
         };
         if !ct_eq(&claims.iss, &tenant.issuer) {
-            return Ok(Inspected::Inactive);
+            return inactive;
         }
         if app
             .store
@@ -41,8 +66,9 @@ pub async fn inspect_access_token(
             .await?
             == AccessTokenState::Revoked
         {
-            return Ok(Inspected::Inactive);
+            return inactive;
         }
+        kid = crate::keys::ring::token_kid(token);
         claims
     } else {
         let handle = Handle::from_presented(token);
@@ -56,15 +82,15 @@ pub async fn inspect_access_token(
                 .and_then(|c| serde_json::from_str::<AccessClaims>(&c).ok())
             {
                 Some(claims) => claims,
-                None => return Ok(Inspected::Inactive),
+                None => return inactive,
             },
-            _ => return Ok(Inspected::Inactive),
+            _ => return inactive,
         }
     };
     if claims.exp <= now {
-        return Ok(Inspected::Inactive);
+        return inactive;
     }
-    Ok(Inspected::Active(Box::new(claims)))
+    Ok((Inspected::Active(Arc::new(claims)), kid))
 }
 
 /// Like `inspect_access_token` but ignores expiry and revocation: for

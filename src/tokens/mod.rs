@@ -1,6 +1,7 @@
 //! Minting what the token endpoint hands out: access tokens (JWT per RFC 9068
 //! or opaque), ID tokens, and the records behind codes and refresh tokens.
 
+pub mod active_cache;
 mod code;
 pub mod inspect;
 mod response;
