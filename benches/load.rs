@@ -1,6 +1,15 @@
 //! Load harness: starts the real (release, under `cargo bench`) binary on
 //! SQLite and PostgreSQL and drives client_credentials token requests and
-//! introspections over HTTP from N concurrent connections for T seconds.
+//! introspections over HTTP from N concurrent connections for T seconds,
+//! then whole authorization-code flows one after another for T seconds.
+//!
+//! The authorization-code flow is what a user's browser and the client do:
+//! GET /authorize, the login page, POST /login, consent (the first time),
+//! the redirect with the code, and POST /token with PKCE; each flow in a
+//! fresh browser (no session). Its figure is the server's own time for the
+//! whole flow: the dev connector's user has a minimal argon2 hash, so the
+//! password check, which a real deployment leaves to the upstream IdP,
+//! costs microseconds.
 //!
 //!   cargo bench --bench load -- --seconds 10 --concurrency 32 --db both
 //!
@@ -14,7 +23,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{base_config, Db, Server, MCP, SERVICE_CLIENT, SERVICE_SECRET};
+use common::{
+    base_config, login_public, Browser, Db, Server, MCP, PASSWORD, PASSWORD_HASH, SERVICE_CLIENT,
+    SERVICE_SECRET,
+};
 
 struct Options {
     seconds: u64,
@@ -127,18 +139,34 @@ async fn client_credentials(http: &reqwest::Client, server: &Server) -> Option<S
     json["access_token"].as_str().map(str::to_string)
 }
 
-fn print(db: Db, scenario: &str, opts: &Options, r: &Report) {
+fn print(db: Db, scenario: &str, concurrency: usize, r: &Report) {
     let rps = r.ok as f64 / r.elapsed.as_secs_f64();
     println!(
         "| {:<8} | {:<18} | {:>4} | {:>9.0} | {:>8.2} | {:>8.2} | {:>6} |",
         format!("{db:?}").to_lowercase(),
         scenario,
-        opts.concurrency,
+        concurrency,
         rps,
         r.percentile(0.5),
         r.percentile(0.99),
         r.errors
     );
+}
+
+/// argon2id of the dev users' password at the smallest cost argon2 allows
+/// (8 KiB, one pass), standing in for an upstream IdP's sign-in.
+fn cheap_password_hash() -> String {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let params = argon2::Params::new(8, 1, 1, None).expect("params");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(PASSWORD.as_bytes(), &SaltString::generate(&mut OsRng))
+        .expect("hash")
+        .to_string()
+}
+
+/// One sign-in from a fresh browser to the token response.
+async fn authorization_code_flow(server: &Server) -> bool {
+    login_public(server, &Browser::new(), "mcp:read").await["access_token"].is_string()
 }
 
 #[tokio::main]
@@ -147,7 +175,9 @@ async fn main() {
     println!("| database | scenario           | conc |   req/s   | p50 ms   | p99 ms   | errors |");
     println!("|----------|--------------------|------|-----------|----------|----------|--------|");
     for &db in &opts.dbs {
-        let server = Arc::new(Server::start_with(db, &base_config("")).await);
+        // The dev users' password check costs what the IdP's would not.
+        let config = base_config("").replace(PASSWORD_HASH, &cheap_password_hash());
+        let server = Arc::new(Server::start_with(db, &config).await);
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(opts.concurrency)
             .build()
@@ -167,7 +197,7 @@ async fn main() {
             async move { client_credentials(&h, &s).await.is_some() }
         })
         .await;
-        print(db, "client_credentials", &opts, &cc);
+        print(db, "client_credentials", opts.concurrency, &cc);
 
         let mut tokens = Vec::new();
         for _ in 0..64 {
@@ -196,9 +226,22 @@ async fn main() {
             }
         })
         .await;
-        print(db, "introspection", &opts, &intro);
+        print(db, "introspection", opts.concurrency, &intro);
+
+        let s = server.clone();
+        let flows = drive(1, opts.seconds, move |_| {
+            let s = s.clone();
+            async move { authorization_code_flow(&s).await }
+        })
+        .await;
+        print(db, "authorization_code", 1, &flows);
 
         if opts.smoke {
+            assert!(
+                flows.ok > 0 && flows.errors == 0,
+                "authorization_code smoke pass had errors: {}",
+                server.log()
+            );
             assert!(
                 cc.ok > 0 && cc.errors == 0,
                 "client_credentials smoke pass had errors"

@@ -59,6 +59,10 @@ impl Default for PoolSettings {
 
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
+/// A hashing thread idle this long frees its buffer. Threads wait for the
+/// queue in turn, so all of them have freed theirs after `threads` times this.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Pool {
     settings: PoolSettings,
     /// One permit per thread; tokio's semaphore is fair (first come, first served).
@@ -94,11 +98,15 @@ fn pool_with(settings: PoolSettings) -> &'static Pool {
                     loop {
                         let job = {
                             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-                            rx.recv()
+                            rx.recv_timeout(IDLE_RELEASE)
                         };
                         match job {
                             Ok(job) => job(&mut memory),
-                            Err(_) => break,
+                            // Idle: give the buffer (19 MiB at the default
+                            // cost) back rather than hold it for a burst
+                            // that may never come.
+                            Err(mpsc::RecvTimeoutError::Timeout) => memory = Vec::new(),
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }
                     }
                 });

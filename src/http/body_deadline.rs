@@ -13,11 +13,14 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 struct DeadlineBody {
     inner: Body,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// Armed only once the body makes the reader wait: a body that came
+    /// with its head (nearly every OAuth request) never needs a timer.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl http_body::Body for DeadlineBody {
@@ -31,10 +34,21 @@ impl http_body::Body for DeadlineBody {
         if self.inner.is_end_stream() {
             return Poll::Ready(None);
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(axum::Error::new("request body read timed out"))));
+        if let Some(timer) = self.timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(timed_out())));
+            }
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if frame.is_pending() && self.timer.is_none() {
+            let mut timer = Box::pin(tokio::time::sleep_until(self.deadline));
+            // Registers the waker, or the deadline has passed already.
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(timed_out())));
+            }
+            self.timer = Some(timer);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -46,12 +60,20 @@ impl http_body::Body for DeadlineBody {
     }
 }
 
+fn timed_out() -> axum::Error {
+    axum::Error::new("request body read timed out")
+}
+
 /// The layer `app::router` installs, with the time allowed for a body.
 pub async fn limit_body_time(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    if http_body::Body::is_end_stream(req.body()) {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let body = Body::new(DeadlineBody {
         inner: body,
-        deadline: Box::pin(tokio::time::sleep(limit)),
+        deadline: Instant::now() + limit,
+        timer: None,
     });
     next.run(Request::from_parts(parts, body)).await
 }

@@ -15,6 +15,10 @@ use crate::oauth::errors::OAuthError;
 /// Whether every percent-decoded segment of `path` is UTF-8 without
 /// control characters.
 pub fn is_clean_path(path: &str) -> bool {
+    // A request path is ASCII; without `%` there is nothing to decode.
+    if !path.contains('%') {
+        return !crate::oauth::params::has_control(path);
+    }
     match percent_encoding::percent_decode_str(path).decode_utf8() {
         Ok(s) => !crate::oauth::params::has_control(&s),
         Err(_) => false,

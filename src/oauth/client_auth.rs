@@ -59,14 +59,44 @@ pub struct ClientCache {
     clients: Cache<(String, String), Arc<Client>>,
     /// Clients whose client_id is a metadata document URL; never stored.
     documents: DocumentCache,
-    verified: Cache<[u8; 32], ()>,
-    mac_key: Arc<[u8; 32]>,
+    verified: Cache<[u8; 32], Arc<Verified>>,
+    /// HMAC-SHA-256 keyed once with a per-process random key.
+    mac: Hmac<Sha256>,
+}
+
+/// How long a verified secret is remembered.
+const VERIFIED_TTL: Duration = Duration::from_secs(600);
+/// After this, one request re-verifies while the others still hit, so a
+/// busy client's entry is renewed before it expires instead of every
+/// concurrent request missing (and hashing) at the same moment.
+const VERIFIED_REFRESH_AFTER: Duration = Duration::from_secs(540);
+
+struct Verified {
+    at: std::time::Instant,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+impl Verified {
+    fn new() -> Arc<Verified> {
+        Arc::new(Verified {
+            at: std::time::Instant::now(),
+            refreshing: Default::default(),
+        })
+    }
+
+    fn fresh(&self) -> bool {
+        self.at.elapsed() < VERIFIED_REFRESH_AFTER
+    }
 }
 
 impl ClientCache {
     pub fn new(ttl: Duration) -> Self {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
+        let mac = match Hmac::<Sha256>::new_from_slice(&key) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
         Self {
             clients: Cache::builder()
                 .max_capacity(100_000)
@@ -75,9 +105,9 @@ impl ClientCache {
             documents: DocumentCache::new(),
             verified: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(600))
+                .time_to_live(VERIFIED_TTL)
                 .build(),
-            mac_key: Arc::new(key),
+            mac,
         }
     }
 
@@ -140,7 +170,11 @@ impl ClientCache {
             return false;
         };
         let digest = self.digest(client, phc, presented);
-        let hit = self.verified.get(&digest).await.is_some();
+        let hit = match self.verified.get(&digest).await {
+            // Near its end, the first caller to see it renews it.
+            Some(v) => v.fresh() || v.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel),
+            None => false,
+        };
         metrics().cache("verified_secrets", hit);
         hit
     }
@@ -152,31 +186,28 @@ impl ClientCache {
             return Ok(false);
         };
         let digest = self.digest(client, phc, presented);
-        if self.verified.get(&digest).await.is_some() {
+        if self.verified.get(&digest).await.is_some_and(|v| v.fresh()) {
             return Ok(true);
         }
         let ok = password::verify(presented, phc).await?;
         if ok {
-            self.verified.insert(digest, ()).await;
+            self.verified.insert(digest, Verified::new()).await;
         }
         Ok(ok)
     }
 
     fn digest(&self, client: &Client, phc: &str, presented: &str) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.mac_key.as_slice()) {
-            for part in [
-                client.tenant_id.as_str(),
-                client.client_id.as_str(),
-                phc,
-                presented,
-            ] {
-                mac.update(&(part.len() as u64).to_be_bytes());
-                mac.update(part.as_bytes());
-            }
-            out.copy_from_slice(&mac.finalize().into_bytes());
+        let mut mac = self.mac.clone();
+        for part in [
+            client.tenant_id.as_str(),
+            client.client_id.as_str(),
+            phc,
+            presented,
+        ] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
         }
-        out
+        mac.finalize().into_bytes().into()
     }
 }
 

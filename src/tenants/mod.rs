@@ -392,14 +392,35 @@ impl TenantRegistry {
         id: &str,
         now: i64,
     ) -> Result<Arc<Tenant>, TenantError> {
-        let cached = self.cache.get(id).await;
-        crate::telemetry::metrics::metrics().cache("tenants", cached.is_some());
-        if let Some(t) = cached {
+        if let Some(t) = self.cache.get(id).await {
+            crate::telemetry::metrics::metrics().cache("tenants", true);
             return Ok(t);
         }
-        let tenant = Arc::new(load_tenant(store, kek, public_url, id, now).await?);
-        self.cache.insert(id.to_string(), tenant.clone()).await;
-        Ok(tenant)
+        crate::telemetry::metrics::metrics().cache("tenants", false);
+        // Requests that miss together wait for one load (keys decrypted and
+        // probed once), instead of each loading the tenant when it expires.
+        let mut failure = None;
+        let entry = self
+            .cache
+            .entry_by_ref(id)
+            .or_optionally_insert_with(async {
+                match load_tenant(store, kek, public_url, id, now).await {
+                    Ok(tenant) => Some(Arc::new(tenant)),
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                }
+            })
+            .await;
+        match (entry, failure) {
+            (Some(entry), _) => Ok(entry.into_value()),
+            (None, Some(e)) => Err(e),
+            // Another request's load failed: try for ourselves.
+            (None, None) => Ok(Arc::new(
+                load_tenant(store, kek, public_url, id, now).await?,
+            )),
+        }
     }
 
     pub async fn invalidate(&self, id: &str) {

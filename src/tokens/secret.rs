@@ -48,9 +48,12 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
+/// A 128-bit identifier (`jti`, grant and session ids): unique and
+/// unguessable, from the thread's CSPRNG (ChaCha, seeded and reseeded from
+/// the OS) without a system call each time. Secrets use [`Handle`].
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
