@@ -4,6 +4,7 @@ use gatehouse::telemetry::logs::{self, LogSettings};
 
 #[tokio::main]
 async fn main() {
+    gatehouse::cli::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -119,13 +120,21 @@ pub async fn serve(
             let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let router = router.clone();
+                // Each request runs in its own task, to its end, even when
+                // the caller goes away: a store transaction is never cut in
+                // half (sqlx leaves a connection inside its transaction when
+                // the future is dropped during BEGIN, and every later
+                // request on that connection fails), and what a request
+                // decided is committed and audited whether or not anyone
+                // reads the answer.
+                let handled = tokio::spawn(router.oneshot(req.map(axum::body::Body::new)));
                 async move {
-                    Ok::<_, Infallible>(
-                        router
-                            .oneshot(req.map(axum::body::Body::new))
-                            .await
-                            .unwrap_or_else(|e| match e {}),
-                    )
+                    Ok::<_, Infallible>(match handled.await {
+                        Ok(res) => res.unwrap_or_else(|e| match e {}),
+                        // Panics are caught inside the router; this is the
+                        // runtime shutting down.
+                        Err(_) => crate::oauth::errors::OAuthError::unavailable().into_response(),
+                    })
                 }
             });
             let conn = builder.serve_connection_with_upgrades(

@@ -36,8 +36,10 @@ pub async fn record(req: Request, next: Next) -> Response {
 }
 
 /// A request being answered. The layer sits outside the panic layer, so a
-/// handler's panic is counted as the 500 it is answered with; a request
-/// whose connection goes away first is counted as 499 (client closed).
+/// handler's panic is counted as the 500 it is answered with. Requests run
+/// to their end even when the caller goes away (`http::serve`); one that
+/// is dropped unanswered all the same (the runtime stopping) is counted as
+/// 499 (client closed).
 struct Pending {
     route: Option<&'static str>,
     method: &'static str,
