@@ -11,17 +11,6 @@ use std::time::{Duration, Instant};
 /// The bound the issue sets for a revocation to show everywhere.
 const WITHIN: Duration = Duration::from_secs(1);
 
-async fn client_credentials_token(server: &Server) -> String {
-    let (status, json) = token_request(
-        server,
-        &[("grant_type", "client_credentials"), ("resource", MCP)],
-        Some((SERVICE_CLIENT, SERVICE_SECRET)),
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
-    json["access_token"].as_str().unwrap().to_string()
-}
-
 async fn revoke(server: &Server, token: &str, client: (&str, Option<&str>)) {
     let http = reqwest::Client::new();
     let req = http.post(server.url("/revoke"));
@@ -74,7 +63,7 @@ async fn the_revoking_node_sees_it_at_once(db: Db) {
     let management = format!("127.0.0.1:{}", free_port());
     let env = [("GATEHOUSE_MANAGEMENT_LISTEN", management.as_str())];
     let server = Server::start_with_env(db, &base_config(""), &env).await;
-    let token = client_credentials_token(&server).await;
+    let token = service_token(&server).await;
     for _ in 0..20 {
         assert!(active(&server, &token).await);
     }
@@ -104,7 +93,7 @@ async fn a_revocation_at_one_node_shows_at_the_other_within_a_second() {
     )
     .await;
 
-    let token = client_credentials_token(&a).await;
+    let token = service_token(&a).await;
     assert!(active(&b, &token).await);
     // Older than the one-second fallback, the answer is still served from
     // memory: B's notifications (its heartbeat) are flowing, so only a
@@ -175,7 +164,7 @@ introspect_any = true
         ),
     ));
     let server = Server::start_with(db, &config).await;
-    let token = client_credentials_token(&server).await;
+    let token = service_token(&server).await;
     assert!(active(&server, &token).await && active(&server, &token).await);
     let res: serde_json::Value = reqwest::Client::new()
         .post(server.url("/t/acme/introspect"))
@@ -193,7 +182,7 @@ introspect_any = true
 /// Expiry is checked on every answer from memory, against the server's clock.
 async fn a_cached_token_expires_on_time(db: Db) {
     let server = Server::start(db).await;
-    let token = client_credentials_token(&server).await;
+    let token = service_token(&server).await;
     assert!(active(&server, &token).await && active(&server, &token).await);
     server.advance_clock(601);
     assert!(!active(&server, &token).await);

@@ -694,6 +694,22 @@ pub async fn token_request(
     (status, json)
 }
 
+/// A client_credentials access token for the demo MCP resource, as the
+/// service client.
+pub async fn service_token(server: &Server) -> String {
+    let (status, json) = token_request(
+        server,
+        &[("grant_type", "client_credentials"), ("resource", MCP)],
+        Some((SERVICE_CLIENT, SERVICE_SECRET)),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    json["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
 /// Full login for the public client: returns the token response JSON.
 pub async fn login_public(server: &Server, browser: &Browser, scope: &str) -> serde_json::Value {
     let p = pkce();
