@@ -486,6 +486,8 @@ async fn each_family_moves_when_its_event_happens() {
         ) > 0.0
     );
     assert!(after.value("gatehouse_db_pool_max_connections", &[]) >= 1.0);
+    // SQLite: nothing to listen to.
+    assert_eq!(after.value("gatehouse_revocation_listener_up", &[]), 0.0);
     assert!(
         after.value("gatehouse_db_pool_connections", &[("state", "idle")])
             + after.value("gatehouse_db_pool_connections", &[("state", "in_use")])
@@ -579,6 +581,21 @@ scopes = ["openid", "email", "profile"]
 
     // PostgreSQL's pool is sampled too.
     assert!(after.value("gatehouse_db_pool_max_connections", &[]) >= 1.0);
+    // The node hears revocations from the others: its heartbeat returns
+    // (polled: on a loaded machine one may come back late).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape(&mgmt)
+        .await
+        .value("gatehouse_revocation_listener_up", &[])
+        != 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the revocation listener never reported hearing: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -51,6 +51,7 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "gatehouse_db_query_duration_seconds": ("histogram", {"operation"}),
     "gatehouse_db_pool_connections": ("gauge", {"state"}),
     "gatehouse_db_pool_max_connections": ("gauge", set()),
+    "gatehouse_revocation_listener_up": ("gauge", set()),
     "gatehouse_cache_requests_total": ("counter", {"cache", "result"}),
     "gatehouse_rate_limited_total": ("counter", {"limit"}),
     "gatehouse_security_events_total": ("counter", {"kind", "severity"}),

@@ -22,11 +22,13 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// Gauges that are read rather than counted (the database pool, the audit
-/// queue) are sampled now, then every family is rendered.
+/// Gauges that are read rather than counted (the database pool, the
+/// revocation listener, the audit queue) are sampled now, then every family
+/// is rendered.
 async fn scrape(State(app): State<AppState>) -> Response {
     let m = metrics::metrics();
     m.db_pool(app.store.pool_stats());
+    m.revocation_listener(app.store.changes().listening());
     let audit = app.audit.stats();
     m.audit(
         audit.queue_depth(),

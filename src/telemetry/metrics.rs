@@ -140,6 +140,7 @@ pub struct Metrics {
     db_duration: HistogramFamily<OperationLabels>,
     db_pool: Family<StateLabels, Gauge>,
     db_pool_max: Gauge,
+    revocations_heard: Gauge,
     cache_requests: Family<CacheLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
     security_events: Family<SecurityLabels, Counter>,
@@ -182,6 +183,7 @@ impl Metrics {
             db_duration: Family::new_with_constructor(db_histogram),
             db_pool: Family::default(),
             db_pool_max: Gauge::default(),
+            revocations_heard: Gauge::default(),
             cache_requests: Family::default(),
             rate_limited: Family::default(),
             security_events: Family::default(),
@@ -256,6 +258,11 @@ impl Metrics {
             "gatehouse_db_pool_max_connections",
             "Largest size of the database pool",
             m.db_pool_max.clone(),
+        );
+        r.register(
+            "gatehouse_revocation_listener_up",
+            "1 while this node hears revocations from other nodes (PostgreSQL LISTEN, heartbeat back within a second); 0 otherwise, and always on SQLite",
+            m.revocations_heard.clone(),
         );
         r.register(
             "gatehouse_cache_requests",
@@ -385,6 +392,11 @@ impl Metrics {
         self.db_duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sampled at scrape: whether `store::changes` hears other nodes.
+    pub fn revocation_listener(&self, listening: bool) {
+        self.revocations_heard.set(i64::from(listening));
     }
 
     pub fn db_pool(&self, stats: crate::store::PoolStats) {
