@@ -44,7 +44,8 @@ async fn listen(pool: PgPool, changes: Arc<Changes>, channel: String, in_flight:
                 }
             }
         }
-        let pause = Duration::from_millis(200 * u64::from(failures.min(10)));
+        // Never a tight loop, even when connections drop as soon as made.
+        let pause = Duration::from_millis(100 + 200 * u64::from(failures.min(10)));
         tokio::time::sleep(pause).await;
     }
 }
