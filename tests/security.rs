@@ -105,20 +105,6 @@ fn assert_token_error(status: u16, json: &Value, code: &str) {
     assert!(json.get("access_token").is_none(), "{json}");
 }
 
-async fn service_token(server: &Server) -> String {
-    let (status, json) = token_request(
-        server,
-        &[("grant_type", "client_credentials"), ("resource", MCP)],
-        Some((SERVICE_CLIENT, SERVICE_SECRET)),
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
-    json["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
-}
-
 fn set_cookies(res: &reqwest::Response) -> Vec<String> {
     res.headers()
         .get_all("set-cookie")
