@@ -282,6 +282,40 @@ async fn code_replay_fails_and_revokes_issued_tokens(db: Db) {
     assert_token_error(status, &json, "invalid_grant");
 }
 
+/// A redemption that fails a check still spends the code (design notes):
+/// the right verifier afterwards gets nothing, and the failed attempt
+/// stored no tokens.
+async fn a_failed_redemption_spends_the_code(db: Db) {
+    let server = Server::start(db).await;
+    let browser = Browser::new();
+    let (code, p) = public_code(&server, &browser).await;
+    let (status, json) = redeem_public(&server, &code, &pkce().verifier).await;
+    assert_token_error(status, &json, "invalid_grant");
+    let (status, json) = redeem_public(&server, &code, &p.verifier).await;
+    assert_token_error(status, &json, "invalid_grant");
+}
+
+/// A user revoked between the sign-in and the code's redemption (an admin,
+/// or the upstream IdP's sign-out) gets no tokens from that code.
+async fn a_code_of_a_revoked_user_yields_no_tokens(db: Db) {
+    let server = Server::start(db).await;
+    let browser = Browser::new();
+    let first = login_public(&server, &browser, "mcp:read").await;
+    let sub = jwt_claims(first["access_token"].as_str().expect("access_token"))["sub"]
+        .as_str()
+        .expect("sub")
+        .to_string();
+    let (code, p) = public_code(&server, &Browser::new()).await;
+    let out = server.cli(&["users", "revoke", &sub]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, json) = redeem_public(&server, &code, &p.verifier).await;
+    assert_token_error(status, &json, "invalid_grant");
+}
+
 async fn code_issued_to_another_client_is_refused(db: Db) {
     let server = Server::start(db).await;
     let browser = Browser::new();
@@ -1096,6 +1130,8 @@ on_both_databases!(
     wrong_code_verifier_is_refused,
     missing_code_verifier_is_refused,
     code_replay_fails_and_revokes_issued_tokens,
+    a_failed_redemption_spends_the_code,
+    a_code_of_a_revoked_user_yields_no_tokens,
     code_issued_to_another_client_is_refused,
     expired_code_is_refused,
     redirect_uri_must_match_exactly,

@@ -102,6 +102,18 @@ fn code(hash: &str, grant_id: &str) -> CodeRecord {
     }
 }
 
+fn access(jti: &str, grant_id: &str) -> AccessTokenRecord {
+    AccessTokenRecord {
+        jti: jti.into(),
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        grant_id: Some(grant_id.into()),
+        token_hash: None,
+        claims: None,
+        expires_at: 10_000,
+    }
+}
+
 fn refresh(hash: &str, grant_id: &str) -> RefreshRecord {
     RefreshRecord {
         token_hash: hash.into(),
@@ -121,18 +133,60 @@ async fn concurrent_code_redemption_succeeds_once(db: Db) {
         .await
         .unwrap();
     let tasks: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|i| {
             let s = f.store.clone();
-            tokio::spawn(async move { s.redeem_code("t", "h1", 100).await.unwrap() })
+            tokio::spawn(async move {
+                // Each redemption would issue its own tokens.
+                let issue = move |code: &CodeRecord, grant: Option<&GrantRecord>| {
+                    assert_eq!(code.grant_id, "g1");
+                    assert_eq!(grant.map(|g| g.id.as_str()), Some("g1"));
+                    IssuedRows {
+                        access: Some(access(&format!("j-{i}"), "g1")),
+                        refresh: Some(refresh(&format!("r-{i}"), "g1")),
+                    }
+                };
+                (i, s.redeem_code("t", "h1", 100, &issue).await.unwrap())
+            })
         })
         .collect();
-    let mut redeemed = 0;
+    let redeemed = winners(tasks, |o| matches!(o, CodeRedemption::Redeemed(_))).await;
+    assert_eq!(
+        redeemed.len(),
+        1,
+        "exactly one concurrent redemption may succeed"
+    );
+    // Only the winner's tokens were written, in the redemption's commit.
+    for i in 0..8 {
+        let access_row = f
+            .store
+            .access_token_grant_id("t", &format!("j-{i}"))
+            .await
+            .unwrap();
+        let refresh_row = f.store.get_refresh("t", &format!("r-{i}")).await.unwrap();
+        let won = redeemed == [i];
+        assert_eq!(access_row.is_some(), won, "access row of redemption {i}");
+        assert_eq!(refresh_row.is_some(), won, "refresh row of redemption {i}");
+    }
+}
+
+/// The numbers of the concurrent tasks whose outcome won.
+async fn winners<T>(
+    tasks: Vec<tokio::task::JoinHandle<(usize, T)>>,
+    won: impl Fn(&T) -> bool,
+) -> Vec<usize> {
+    let mut winners = Vec::new();
     for t in tasks {
-        if matches!(t.await.unwrap(), CodeRedemption::Redeemed(_)) {
-            redeemed += 1;
+        let (i, outcome) = t.await.unwrap();
+        if won(&outcome) {
+            winners.push(i);
         }
     }
-    assert_eq!(redeemed, 1, "exactly one concurrent redemption may succeed");
+    winners
+}
+
+/// What a redemption that issues nothing writes with it.
+fn nothing(_: &CodeRecord, _: Option<&GrantRecord>) -> IssuedRows {
+    IssuedRows::default()
 }
 
 async fn code_replay_revokes_grant_and_its_tokens(db: Db) {
@@ -141,34 +195,31 @@ async fn code_replay_revokes_grant_and_its_tokens(db: Db) {
         .create_grant_with_code(&grant("g1"), &code("h1", "g1"))
         .await
         .unwrap();
+    // The code grant's first refresh token and access-token row, written
+    // with the redemption.
+    let issue = |_: &CodeRecord, _: Option<&GrantRecord>| IssuedRows {
+        access: Some(access("j1", "g1")),
+        refresh: Some(refresh("r1", "g1")),
+    };
     assert!(matches!(
-        f.store.redeem_code("t", "h1", 100).await.unwrap(),
+        f.store.redeem_code("t", "h1", 100, &issue).await.unwrap(),
         CodeRedemption::Redeemed(_)
     ));
-    f.store.put_refresh(&refresh("r1", "g1")).await.unwrap();
-    let at = AccessTokenRecord {
-        jti: "j1".into(),
-        tenant_id: "t".into(),
-        client_id: "c".into(),
-        grant_id: Some("g1".into()),
-        token_hash: None,
-        claims: None,
-        expires_at: 10_000,
-    };
-    f.store.put_access_token(&at).await.unwrap();
     assert_eq!(
         f.store.access_token_state("t", "j1", 100).await.unwrap(),
         AccessTokenState::Active
     );
 
     assert!(matches!(
-        f.store.redeem_code("t", "h1", 101).await.unwrap(),
+        f.store.redeem_code("t", "h1", 101, &nothing).await.unwrap(),
         CodeRedemption::Replayed { .. }
     ));
     assert_eq!(
         f.store.access_token_state("t", "j1", 101).await.unwrap(),
         AccessTokenState::Revoked
     );
+    let (_, rotated_at) = f.store.get_refresh("t", "r1").await.unwrap().unwrap();
+    assert!(rotated_at.is_some(), "the refresh token is revoked too");
     assert!(f
         .store
         .get_grant("g1")
@@ -187,19 +238,37 @@ async fn concurrent_refresh_rotation_succeeds_once(db: Db) {
         .map(|i| {
             let s = f.store.clone();
             tokio::spawn(async move {
-                s.rotate_refresh("t", "r0", &refresh(&format!("r1-{i}"), "g1"), 100)
+                let at = access(&format!("j-{i}"), "g1");
+                let outcome = s
+                    .rotate_refresh(
+                        "t",
+                        "r0",
+                        &refresh(&format!("r1-{i}"), "g1"),
+                        Some(&at),
+                        100,
+                    )
                     .await
-                    .unwrap()
+                    .unwrap();
+                (i, outcome)
             })
         })
         .collect();
-    let mut rotated = 0;
-    for t in tasks {
-        if matches!(t.await.unwrap(), RefreshRotation::Rotated { .. }) {
-            rotated += 1;
-        }
+    let rotated = winners(tasks, |o| matches!(o, RefreshRotation::Rotated { .. })).await;
+    assert_eq!(
+        rotated.len(),
+        1,
+        "exactly one concurrent rotation may succeed"
+    );
+    // The access-token row is written with the rotation, and only by the
+    // winner.
+    for i in 0..8 {
+        let row = f
+            .store
+            .access_token_grant_id("t", &format!("j-{i}"))
+            .await
+            .unwrap();
+        assert_eq!(row.is_some(), rotated == [i], "access row of rotation {i}");
     }
-    assert_eq!(rotated, 1, "exactly one concurrent rotation may succeed");
     // The losers were reuse: the family is revoked.
     assert!(f
         .store
@@ -214,12 +283,12 @@ async fn concurrent_refresh_rotation_succeeds_once(db: Db) {
 async fn unknown_code_and_refresh_are_unknown(db: Db) {
     let f = fixture(db).await;
     assert!(matches!(
-        f.store.redeem_code("t", "nope", 1).await.unwrap(),
+        f.store.redeem_code("t", "nope", 1, &nothing).await.unwrap(),
         CodeRedemption::Unknown
     ));
     assert!(matches!(
         f.store
-            .rotate_refresh("t", "nope", &refresh("x", "g"), 1)
+            .rotate_refresh("t", "nope", &refresh("x", "g"), None, 1)
             .await
             .unwrap(),
         RefreshRotation::Unknown
@@ -241,11 +310,14 @@ async fn codes_are_tenant_scoped(db: Db) {
         .await
         .unwrap();
     assert!(matches!(
-        f.store.redeem_code("other", "h1", 1).await.unwrap(),
+        f.store
+            .redeem_code("other", "h1", 1, &nothing)
+            .await
+            .unwrap(),
         CodeRedemption::Unknown
     ));
     assert!(matches!(
-        f.store.redeem_code("t", "h1", 1).await.unwrap(),
+        f.store.redeem_code("t", "h1", 1, &nothing).await.unwrap(),
         CodeRedemption::Redeemed(_)
     ));
 }

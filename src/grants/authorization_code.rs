@@ -1,19 +1,21 @@
 //! grant_type=authorization_code (RFC 6749 §4.1.3, RFC 7636, RFC 8707).
 
+use std::sync::OnceLock;
+
 use crate::audit::{SecurityEvent, Severity};
 use crate::http::SourceAddr;
 use crate::oauth::client_auth::Client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::params::Params;
 use crate::oauth::pkce;
-use crate::store::CodeRedemption;
+use crate::store::{CodeRecord, CodeRedemption, GrantRecord, IssuedRows};
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, Handle};
 use crate::tokens::CodeData;
 use crate::tokens::TokenResponse;
 use crate::AppState;
 
-use super::{issue_user_tokens, UserGrant};
+use super::{prepare_user_tokens, UserGrant};
 
 type CodeCheck = fn(&CodeData, &Client, &Params) -> OAuthResult<()>;
 
@@ -53,12 +55,32 @@ pub async fn grant(
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("missing required parameter 'code'"))?;
     let now = app.now();
-    let record = match app
+    // The tokens are decided inside the redemption and their rows written
+    // in its commit; the answer waits here.
+    let answer = OnceLock::new();
+    let on_redeem = |code: &CodeRecord, grant: Option<&GrantRecord>| {
+        let (answer_now, rows) = match redeemed(app, tenant, client, params, code, grant, now) {
+            Ok((response, rows)) => (Ok(response), rows),
+            Err(e) => (Err(e), IssuedRows::default()),
+        };
+        let _ = answer.set(answer_now);
+        rows
+    };
+    match app
         .store
-        .redeem_code(&tenant.id, &Handle::from_presented(code).hash(), now)
+        .redeem_code(
+            &tenant.id,
+            &Handle::from_presented(code).hash(),
+            now,
+            &on_redeem,
+        )
         .await?
     {
-        CodeRedemption::Redeemed(r) => r,
+        CodeRedemption::Redeemed(_) => answer.into_inner().unwrap_or_else(|| {
+            Err(OAuthError::server_error(
+                "the code was redeemed without an answer",
+            ))
+        }),
         CodeRedemption::Replayed { grant_id } => {
             // Someone else holds the code (RFC 9700 §4.5): what it issued
             // is revoked; the operator hears of it (`code_replay`, high).
@@ -75,16 +97,28 @@ pub async fn grant(
                     detail: serde_json::json!({"grant_id": grant_id, "action": "grant_revoked"}),
                 },
             );
-            return Err(OAuthError::invalid_grant(
+            Err(OAuthError::invalid_grant(
                 "the authorization code was already used; tokens issued from it are revoked",
-            ));
-        }
-        CodeRedemption::Unknown => {
-            return Err(OAuthError::invalid_grant(
-                "the authorization code is invalid",
             ))
         }
-    };
+        CodeRedemption::Unknown => Err(OAuthError::invalid_grant(
+            "the authorization code is invalid",
+        )),
+    }
+}
+
+/// A code just spent: the checks, then the tokens and their rows. Runs
+/// inside the redeeming transaction (no I/O); a failed check writes
+/// nothing, and the code stays spent.
+fn redeemed(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &Params,
+    record: &CodeRecord,
+    grant: Option<&GrantRecord>,
+    now: i64,
+) -> OAuthResult<(TokenResponse, IssuedRows)> {
     if !ct_eq(&record.client_id, &client.client_id) {
         return Err(OAuthError::invalid_grant(
             "the authorization code was issued to another client",
@@ -95,12 +129,17 @@ pub async fn grant(
             "the authorization code has expired",
         ));
     }
+    // A grant revoked since the code was issued (the user signed out
+    // everywhere, an admin revoked the user) yields nothing.
+    let grant = grant
+        .filter(|g| g.revoked_at.is_none())
+        .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
     let data: CodeData = serde_json::from_str(&record.data)
         .map_err(|_| OAuthError::invalid_grant("the authorization code is invalid"))?;
     for check in CHECKS {
         check(&data, client, params)?;
     }
-    issue_user_tokens(
+    prepare_user_tokens(
         app,
         tenant,
         client,
@@ -108,9 +147,9 @@ pub async fn grant(
             subject: &data.subject,
             grant_id: &record.grant_id,
             grant: &data.grant,
+            expires_at: grant.expires_at,
             nonce: data.nonce.as_deref(),
         },
         params,
     )
-    .await
 }

@@ -75,6 +75,7 @@ pub async fn grant(
                     subject: &subject,
                     grant_id: &grant_id,
                     grant: &data,
+                    expires_at: grant.expires_at,
                     nonce: None,
                 },
                 params,

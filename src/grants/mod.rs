@@ -17,13 +17,14 @@ use crate::oauth::machine;
 use crate::oauth::params::Params;
 use crate::oauth::resource;
 use crate::oauth::scope::{access_token_scope, ScopeSet};
+use crate::store::IssuedRows;
 use crate::telemetry::metrics::metrics;
 use crate::tenants::{
     Tenant, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
     GRANT_JWT_BEARER, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, OIDC_SCOPES, SUPPORTED_GRANTS,
 };
 use crate::tokens::TokenResponse;
-use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
+use crate::tokens::{mint_id_token, prepare_access_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
 use tracing::Instrument;
@@ -258,12 +259,12 @@ pub struct UserGrant<'a> {
     pub subject: &'a str,
     pub grant_id: &'a str,
     pub grant: &'a GrantData,
+    /// The grant's end: its refresh tokens live no longer.
+    pub expires_at: i64,
     pub nonce: Option<&'a str>,
 }
 
-/// The tokens a user's grant yields: an access token for one of its
-/// resources, a refresh token if the client may refresh, an ID token with
-/// `openid`.
+/// The tokens a user's grant yields, stored (the device grant).
 pub async fn issue_user_tokens(
     app: &AppState,
     tenant: &Tenant,
@@ -271,10 +272,25 @@ pub async fn issue_user_tokens(
     user: UserGrant<'_>,
     params: &Params,
 ) -> OAuthResult<TokenResponse> {
+    let (response, rows) = prepare_user_tokens(app, tenant, client, user, params)?;
+    app.store.put_issued(&rows).await?;
+    Ok(response)
+}
+
+/// The tokens a user's grant yields: an access token for one of its
+/// resources, a refresh token if the client may refresh, an ID token with
+/// `openid`; and the rows the store must hold before they are sent.
+pub fn prepare_user_tokens(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    user: UserGrant<'_>,
+    params: &Params,
+) -> OAuthResult<(TokenResponse, IssuedRows)> {
     let resource = pick_resource(params, &user.grant.resources)?;
     let granted = ScopeSet::parse(&user.grant.scope).unwrap_or_default();
     let scope = scope_for_resource(tenant, &granted, &resource);
-    let access = mint_access_token(
+    let (access, access_record) = prepare_access_token(
         app,
         tenant,
         AccessTokenSpec {
@@ -288,13 +304,11 @@ pub async fn issue_user_tokens(
             format: None,
             copied: crate::tokens::copied_claims(tenant, &user.grant.user),
         },
-    )
-    .await?;
-    let refresh_token = if client.meta.allows_grant(GRANT_REFRESH_TOKEN) {
-        Some(refresh_token::issue_refresh_token(app, tenant, client, user.grant_id).await?)
-    } else {
-        None
-    };
+    )?;
+    let refresh = client.meta.allows_grant(GRANT_REFRESH_TOKEN).then(|| {
+        refresh_token::first_refresh_token(app, tenant, client, user.grant_id, user.expires_at)
+    });
+    let (refresh_token, refresh_record) = refresh.unzip();
     let id_token = if scope.contains("openid") {
         Some(mint_id_token(
             app,
@@ -311,14 +325,20 @@ pub async fn issue_user_tokens(
     } else {
         None
     };
-    Ok(TokenResponse {
-        access_token: access.token,
-        token_type: "Bearer",
-        expires_in: access.expires_in,
-        scope: scope.to_string(),
-        refresh_token,
-        id_token,
-        issued_token_type: None,
-        format: access.format.into(),
-    })
+    Ok((
+        TokenResponse {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            scope: scope.to_string(),
+            refresh_token,
+            id_token,
+            issued_token_type: None,
+            format: access.format.into(),
+        },
+        IssuedRows {
+            access: access_record,
+            refresh: refresh_record,
+        },
+    ))
 }

@@ -12,7 +12,7 @@ use crate::tenants::identity::recheck_upstream;
 use crate::tenants::Tenant;
 use crate::tokens::secret::{ct_eq, Handle};
 use crate::tokens::TokenResponse;
-use crate::tokens::{mint_access_token, mint_id_token, AccessTokenSpec, GrantData, IdTokenSpec};
+use crate::tokens::{mint_id_token, prepare_access_token, AccessTokenSpec, GrantData, IdTokenSpec};
 use crate::AppState;
 
 use super::{pick_resource, scope_for_resource, scope_within};
@@ -38,7 +38,21 @@ fn new_refresh_record(
     (handle, rec)
 }
 
-/// The first refresh token of a grant (from the code grant).
+/// The first refresh token of a grant (from the code or device grant): the
+/// token and the record to store.
+pub fn first_refresh_token(
+    app: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    grant_id: &str,
+    grant_expires_at: i64,
+) -> (String, RefreshRecord) {
+    let (handle, rec) = new_refresh_record(app, tenant, client, grant_id, grant_expires_at);
+    (handle.expose().to_string(), rec)
+}
+
+/// The first refresh token of a grant, stored on its own (token exchange
+/// issuing a refresh token).
 pub async fn issue_refresh_token(
     app: &AppState,
     tenant: &Tenant,
@@ -50,9 +64,9 @@ pub async fn issue_refresh_token(
         .get_grant(grant_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?;
-    let (handle, rec) = new_refresh_record(app, tenant, client, grant_id, grant.expires_at);
+    let (token, rec) = first_refresh_token(app, tenant, client, grant_id, grant.expires_at);
     app.store.put_refresh(&rec).await?;
-    Ok(handle.expose().to_string())
+    Ok(token)
 }
 
 /// Someone presented a rotated refresh token: a copy is in other hands.
@@ -168,22 +182,10 @@ pub async fn grant(
             return Err(e);
         }
     }
-    let (handle, new) = new_refresh_record(app, tenant, client, &grant.id, grant.expires_at);
-    match app
-        .store
-        .rotate_refresh(&tenant.id, &hash, &new, now)
-        .await?
-    {
-        RefreshRotation::Rotated { .. } => {}
-        RefreshRotation::Reused { grant_id } => {
-            report_reuse(app, tenant, client, Some(&grant.subject), &grant_id, source);
-            return Err(OAuthError::invalid_grant(
-                "the refresh token was already used; its token family is revoked",
-            ));
-        }
-        RefreshRotation::Unknown => return Err(invalid()),
-    }
-    let access = mint_access_token(
+    // The new access token is minted first so that its row (if any) is
+    // written in the rotation's commit; after a failed rotation it is
+    // dropped unsent.
+    let (access, access_record) = prepare_access_token(
         app,
         tenant,
         AccessTokenSpec {
@@ -197,8 +199,22 @@ pub async fn grant(
             format: None,
             copied: crate::tokens::copied_claims(tenant, &data.user),
         },
-    )
-    .await?;
+    )?;
+    let (handle, new) = new_refresh_record(app, tenant, client, &grant.id, grant.expires_at);
+    match app
+        .store
+        .rotate_refresh(&tenant.id, &hash, &new, access_record.as_ref(), now)
+        .await?
+    {
+        RefreshRotation::Rotated { .. } => {}
+        RefreshRotation::Reused { grant_id } => {
+            report_reuse(app, tenant, client, Some(&grant.subject), &grant_id, source);
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was already used; its token family is revoked",
+            ));
+        }
+        RefreshRotation::Unknown => return Err(invalid()),
+    }
     let id_token = if scope.contains("openid") {
         Some(mint_id_token(
             app,

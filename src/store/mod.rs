@@ -147,6 +147,19 @@ pub struct CodeRecord {
     pub expires_at: i64,
 }
 
+/// The rows of tokens issued from a grant, written in one commit.
+#[derive(Debug, Default)]
+pub struct IssuedRows {
+    pub access: Option<AccessTokenRecord>,
+    pub refresh: Option<RefreshRecord>,
+}
+
+/// What the token endpoint writes with a code's redemption, decided from
+/// the spent code and its grant (if it still exists). It runs inside the
+/// redeeming transaction, so it does no I/O; the rows it returns are
+/// written in the same commit that spends the code.
+pub type OnRedeem<'a> = &'a (dyn Fn(&CodeRecord, Option<&GrantRecord>) -> IssuedRows + Send + Sync);
+
 #[derive(Clone, Debug)]
 pub enum CodeRedemption {
     /// First use: the code is now spent.
@@ -374,11 +387,14 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_subject(&self, tenant_id: &str, subject: &str, now: i64) -> StoreResult<u64>;
     /// When the subject was last revoked, if ever.
     async fn subject_revoked_at(&self, tenant_id: &str, subject: &str) -> StoreResult<Option<i64>>;
+    /// Spends a code, once: the first redemption writes what `on_redeem`
+    /// returns in the same commit; a later one revokes the code's grant.
     async fn redeem_code(
         &self,
         tenant_id: &str,
         code_hash: &str,
         now: i64,
+        on_redeem: OnRedeem<'_>,
     ) -> StoreResult<CodeRedemption>;
     async fn put_refresh(&self, r: &RefreshRecord) -> StoreResult<()>;
     async fn get_refresh(
@@ -386,14 +402,19 @@ pub trait Store: Send + Sync + 'static {
         tenant_id: &str,
         hash: &str,
     ) -> StoreResult<Option<(RefreshRecord, Option<i64>)>>;
+    /// Marks the presented refresh token used and stores its successor
+    /// and the access-token row issued with it (if any), in one commit.
     async fn rotate_refresh(
         &self,
         tenant_id: &str,
         old_hash: &str,
         new: &RefreshRecord,
+        access: Option<&AccessTokenRecord>,
         now: i64,
     ) -> StoreResult<RefreshRotation>;
     async fn put_access_token(&self, a: &AccessTokenRecord) -> StoreResult<()>;
+    /// The rows of tokens issued together, in one commit.
+    async fn put_issued(&self, rows: &IssuedRows) -> StoreResult<()>;
     async fn access_token_state(
         &self,
         tenant_id: &str,

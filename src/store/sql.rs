@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -17,29 +17,75 @@ use super::*;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Each store has two pools on the same database. `pool` commits durably:
+/// a commit is on disk before it returns (SQLite `synchronous=FULL`,
+/// PostgreSQL's `synchronous_commit` as the server sets it). `flow` commits
+/// without waiting for the disk (SQLite `synchronous=NORMAL` in WAL mode,
+/// PostgreSQL `synchronous_commit=off`) and carries only the state of a
+/// sign-in in progress: pending authorizations, new SSO sessions, the
+/// identity and upstream session updated at sign-in, consent, and the
+/// authorization code with its grant. Both databases write their log in
+/// commit order and make it durable up to a point, so a durable commit also
+/// makes every earlier `flow` commit durable, and a sign-in becomes tokens
+/// only through one: the code's redemption. A crash of the machine can lose
+/// only sign-ins still in progress (a code not yet redeemed is refused, the
+/// user signs in again). Whatever must not be undone once answered stays
+/// durable: redemptions, refresh rotations, tokens, sign-outs, revocations.
 pub struct SqliteStore {
     pool: SqlitePool,
+    flow: SqlitePool,
     changes: Arc<Changes>,
 }
 
 pub struct PostgresStore {
     pool: PgPool,
+    flow: PgPool,
     changes: Arc<Changes>,
 }
+
+/// Connections per node: durable and flow pools together.
+const PG_DURABLE_CONNECTIONS: u32 = 24;
+const PG_FLOW_CONNECTIONS: u32 = 8;
+const SQLITE_DURABLE_CONNECTIONS: u32 = 8;
+const SQLITE_FLOW_CONNECTIONS: u32 = 4;
 
 /// Opens the database named by `url`: `postgres://…` or `sqlite:…`.
 pub async fn connect(url: &str) -> StoreResult<DynStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pool = PgPoolOptions::new()
-            .max_connections(32)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
-        Ok(Arc::new(PostgresStore {
-            pool,
-            changes: Arc::default(),
-        }))
+        Ok(Arc::new(PostgresStore::connect(url).await?))
     } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "database URL must start with sqlite: or postgres:// (got '{}')",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+impl PostgresStore {
+    async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(PG_DURABLE_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let flow = PgPoolOptions::new()
+            .max_connections(PG_FLOW_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.options([("synchronous_commit", "off")]))
+            .await?;
+        Ok(PostgresStore {
+            pool,
+            flow,
+            changes: Arc::default(),
+        })
+    }
+}
+
+impl SqliteStore {
+    async fn connect(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -48,19 +94,20 @@ pub async fn connect(url: &str) -> StoreResult<DynStore> {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(SQLITE_DURABLE_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Arc::new(SqliteStore {
+        let flow = SqlitePoolOptions::new()
+            .max_connections(SQLITE_FLOW_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        Ok(SqliteStore {
             pool,
+            flow,
             changes: Arc::default(),
-        }))
-    } else {
-        Err(StoreError::Invalid(format!(
-            "database URL must start with sqlite: or postgres:// (got '{}')",
-            url.split(':').next().unwrap_or_default()
-        )))
+        })
     }
 }
 
@@ -101,6 +148,57 @@ const ACCESS_COLUMNS: &str = "jti, tenant_id, client_id, grant_id, token_hash, c
 macro_rules! sql_store {
     ($store:ident, $db:ty, $backend:literal, $migrator:expr) => {
         impl $store {
+            async fn insert_refresh<'e, E>(ex: E, r: &RefreshRecord) -> StoreResult<()>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                sqlx::query(&format!(
+                    "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(&r.token_hash)
+                .bind(&r.tenant_id)
+                .bind(&r.client_id)
+                .bind(&r.grant_id)
+                .bind(&r.data)
+                .bind(r.created_at)
+                .bind(r.expires_at)
+                .execute(ex)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_access_token<'e, E>(ex: E, a: &AccessTokenRecord) -> StoreResult<()>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                sqlx::query(&format!(
+                    "INSERT INTO access_tokens ({ACCESS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(&a.jti)
+                .bind(&a.tenant_id)
+                .bind(&a.client_id)
+                .bind(&a.grant_id)
+                .bind(&a.token_hash)
+                .bind(&a.claims)
+                .bind(a.expires_at)
+                .execute(ex)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_issued(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                rows: &IssuedRows,
+            ) -> StoreResult<()> {
+                if let Some(a) = &rows.access {
+                    Self::insert_access_token(&mut *conn, a).await?;
+                }
+                if let Some(r) = &rows.refresh {
+                    Self::insert_refresh(&mut *conn, r).await?;
+                }
+                Ok(())
+            }
+
             fn key_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<KeyRecord> {
                 Ok(KeyRecord {
                     kid: get!(row, "kid"),
@@ -238,10 +336,12 @@ macro_rules! sql_store {
             }
 
             fn pool_stats(&self) -> PoolStats {
+                let idle = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
                 PoolStats {
-                    size: self.pool.size(),
-                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-                    max: self.pool.options().get_max_connections(),
+                    size: self.pool.size() + self.flow.size(),
+                    idle: idle(self.pool.num_idle()).saturating_add(idle(self.flow.num_idle())),
+                    max: self.pool.options().get_max_connections()
+                        + self.flow.options().get_max_connections(),
                 }
             }
 
@@ -469,7 +569,7 @@ macro_rules! sql_store {
                 .bind(&rec.subject)
                 .bind(&rec.claims)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.flow)
                 .await?;
                 Ok(get!(row, "subject"))
             }
@@ -514,7 +614,7 @@ macro_rules! sql_store {
                     .bind(tenant_id)
                     .bind(subject)
                     .bind(data)
-                    .execute(&self.pool)
+                    .execute(&self.flow)
                     .await?;
                 Ok(())
             }
@@ -528,7 +628,7 @@ macro_rules! sql_store {
                 .bind(&p.tenant_id)
                 .bind(&p.data)
                 .bind(p.expires_at)
-                .execute(&self.pool)
+                .execute(&self.flow)
                 .await?;
                 Ok(())
             }
@@ -553,7 +653,7 @@ macro_rules! sql_store {
                 )
                 .bind(hash)
                 .bind(tenant_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.flow)
                 .await?;
                 let rec = row.as_ref().map(Self::handle_from_row).transpose()?;
                 Ok(rec.filter(|r| r.expires_at > now))
@@ -570,7 +670,7 @@ macro_rules! sql_store {
                 .bind(&s.data)
                 .bind(s.created_at)
                 .bind(s.expires_at)
-                .execute(&self.pool)
+                .execute(&self.flow)
                 .await?;
                 Ok(())
             }
@@ -632,13 +732,13 @@ macro_rules! sql_store {
                 .bind(client_id)
                 .bind(scopes)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.flow)
                 .await?;
                 Ok(())
             }
 
             async fn create_grant_with_code(&self, g: &GrantRecord, code: &CodeRecord) -> StoreResult<()> {
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                let mut tx = self.flow.begin_with(Self::BEGIN_WRITE).await?;
                 sqlx::query(&format!(
                     "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ))
@@ -741,7 +841,7 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn redeem_code(&self, tenant_id: &str, code_hash: &str, now: i64) -> StoreResult<CodeRedemption> {
+            async fn redeem_code(&self, tenant_id: &str, code_hash: &str, now: i64, on_redeem: OnRedeem<'_>) -> StoreResult<CodeRedemption> {
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 // The conditional update is the single-use guarantee: of two
                 // concurrent redemptions exactly one sees consumed_at IS NULL.
@@ -756,14 +856,23 @@ macro_rules! sql_store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let outcome = if let Some(row) = row {
-                    CodeRedemption::Redeemed(CodeRecord {
+                    let code = CodeRecord {
                         code_hash: get!(row, "code_hash"),
                         tenant_id: get!(row, "tenant_id"),
                         client_id: get!(row, "client_id"),
                         grant_id: get!(row, "grant_id"),
                         data: get!(row, "data"),
                         expires_at: get!(row, "expires_at"),
-                    })
+                    };
+                    let grant = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
+                        .bind(&code.grant_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .as_ref()
+                        .map(Self::grant_from_row)
+                        .transpose()?;
+                    Self::insert_issued(&mut tx, &on_redeem(&code, grant.as_ref())).await?;
+                    CodeRedemption::Redeemed(code)
                 } else {
                     let spent = sqlx::query(
                         "SELECT grant_id FROM auth_codes WHERE code_hash = $1 AND tenant_id = $2",
@@ -789,19 +898,7 @@ macro_rules! sql_store {
             }
 
             async fn put_refresh(&self, r: &RefreshRecord) -> StoreResult<()> {
-                sqlx::query(&format!(
-                    "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                ))
-                .bind(&r.token_hash)
-                .bind(&r.tenant_id)
-                .bind(&r.client_id)
-                .bind(&r.grant_id)
-                .bind(&r.data)
-                .bind(r.created_at)
-                .bind(r.expires_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                Self::insert_refresh(&self.pool, r).await
             }
 
             async fn get_refresh(&self, tenant_id: &str, hash: &str) -> StoreResult<Option<(RefreshRecord, Option<i64>)>> {
@@ -816,7 +913,7 @@ macro_rules! sql_store {
                     .transpose()
             }
 
-            async fn rotate_refresh(&self, tenant_id: &str, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<RefreshRotation> {
+            async fn rotate_refresh(&self, tenant_id: &str, old_hash: &str, new: &RefreshRecord, access: Option<&AccessTokenRecord>, now: i64) -> StoreResult<RefreshRotation> {
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                 let row = sqlx::query(&format!(
                     "UPDATE refresh_tokens SET rotated_at = $3 \
@@ -831,18 +928,10 @@ macro_rules! sql_store {
                 let outcome = match row {
                     Some(row) => {
                         let old = Self::refresh_from_row(&row)?;
-                        sqlx::query(&format!(
-                            "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                        ))
-                        .bind(&new.token_hash)
-                        .bind(&new.tenant_id)
-                        .bind(&new.client_id)
-                        .bind(&new.grant_id)
-                        .bind(&new.data)
-                        .bind(new.created_at)
-                        .bind(new.expires_at)
-                        .execute(&mut *tx)
-                        .await?;
+                        Self::insert_refresh(&mut *tx, new).await?;
+                        if let Some(access) = access {
+                            Self::insert_access_token(&mut *tx, access).await?;
+                        }
                         RefreshRotation::Rotated { old }
                     }
                     None => {
@@ -871,19 +960,21 @@ macro_rules! sql_store {
             }
 
             async fn put_access_token(&self, a: &AccessTokenRecord) -> StoreResult<()> {
-                sqlx::query(&format!(
-                    "INSERT INTO access_tokens ({ACCESS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                ))
-                .bind(&a.jti)
-                .bind(&a.tenant_id)
-                .bind(&a.client_id)
-                .bind(&a.grant_id)
-                .bind(&a.token_hash)
-                .bind(&a.claims)
-                .bind(a.expires_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                Self::insert_access_token(&self.pool, a).await
+            }
+
+            async fn put_issued(&self, rows: &IssuedRows) -> StoreResult<()> {
+                match rows {
+                    IssuedRows { access: Some(a), refresh: None } => Self::insert_access_token(&self.pool, a).await,
+                    IssuedRows { access: None, refresh: Some(r) } => Self::insert_refresh(&self.pool, r).await,
+                    IssuedRows { access: None, refresh: None } => Ok(()),
+                    _ => {
+                        let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                        Self::insert_issued(&mut tx, rows).await?;
+                        tx.commit().await?;
+                        Ok(())
+                    }
+                }
             }
 
             async fn access_token_state(&self, tenant_id: &str, jti: &str, _now: i64) -> StoreResult<AccessTokenState> {
@@ -1389,3 +1480,45 @@ sql_store!(
     "postgres",
     POSTGRES_MIGRATIONS
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The durable pool waits for the disk at every commit, the flow pool
+    /// does not (see [`SqliteStore`]).
+    #[tokio::test]
+    async fn sqlite_pools_commit_as_documented() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("d.db").display());
+        let store = SqliteStore::connect(&url).await.expect("open");
+        let level = |pool: SqlitePool| async move {
+            let row = sqlx::query("PRAGMA synchronous")
+                .fetch_one(&pool)
+                .await
+                .expect("pragma");
+            row.get::<i64, _>(0)
+        };
+        // 2 = FULL, 1 = NORMAL.
+        assert_eq!(level(store.pool.clone()).await, 2);
+        assert_eq!(level(store.flow.clone()).await, 1);
+    }
+
+    #[tokio::test]
+    async fn postgres_pools_commit_as_documented() {
+        let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .expect("connect to the local PostgreSQL");
+        let level = |pool: PgPool| async move {
+            let row = sqlx::query("SHOW synchronous_commit")
+                .fetch_one(&pool)
+                .await
+                .expect("show");
+            row.get::<String, _>(0)
+        };
+        // The server's setting (on, local, remote_write, remote_apply),
+        // which a replicated deployment may raise; never off.
+        assert_ne!(level(store.pool.clone()).await, "off");
+        assert_eq!(level(store.flow.clone()).await, "off");
+    }
+}

@@ -129,11 +129,12 @@ traced_store! {
     revoke_grant(id: &str, now: i64) -> StoreResult<()>;
     revoke_subject(tenant_id: &str, subject: &str, now: i64) -> StoreResult<u64>;
     subject_revoked_at(tenant_id: &str, subject: &str) -> StoreResult<Option<i64>>;
-    redeem_code(tenant_id: &str, code_hash: &str, now: i64) -> StoreResult<CodeRedemption>;
+    redeem_code(tenant_id: &str, code_hash: &str, now: i64, on_redeem: OnRedeem<'_>) -> StoreResult<CodeRedemption>;
     put_refresh(r: &RefreshRecord) -> StoreResult<()>;
     get_refresh(tenant_id: &str, hash: &str) -> StoreResult<Option<(RefreshRecord, Option<i64>)>>;
-    rotate_refresh(tenant_id: &str, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<RefreshRotation>;
+    rotate_refresh(tenant_id: &str, old_hash: &str, new: &RefreshRecord, access: Option<&AccessTokenRecord>, now: i64) -> StoreResult<RefreshRotation>;
     put_access_token(a: &AccessTokenRecord) -> StoreResult<()>;
+    put_issued(rows: &IssuedRows) -> StoreResult<()>;
     access_token_state(tenant_id: &str, jti: &str, now: i64) -> StoreResult<AccessTokenState>;
     access_token_grant_id(tenant_id: &str, jti: &str) -> StoreResult<Option<String>>;
     find_opaque_token(tenant_id: &str, hash: &str) -> StoreResult<Option<(AccessTokenRecord, AccessTokenState)>>;

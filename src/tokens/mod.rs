@@ -149,11 +149,29 @@ pub fn access_token_ttl(tenant: &Tenant, client: &Client, resource: &str) -> i64
         .unwrap_or(tenant.policy().access_token_ttl)
 }
 
+/// Mints an access token and stores the row it needs, if any.
 pub async fn mint_access_token(
     app: &AppState,
     tenant: &Tenant,
     spec: AccessTokenSpec<'_>,
 ) -> OAuthResult<MintedAccessToken> {
+    let (minted, record) = prepare_access_token(app, tenant, spec)?;
+    if let Some(record) = record {
+        app.store.put_access_token(&record).await?;
+    }
+    Ok(minted)
+}
+
+/// Mints an access token and returns the row the store must hold before
+/// it is handed out: opaque tokens live only in the store; JWTs from a
+/// grant get a row so revoking the grant reaches them; a bare
+/// client_credentials JWT needs none. Grants that write other rows too
+/// (a refresh token) store this one in the same commit.
+pub fn prepare_access_token(
+    app: &AppState,
+    tenant: &Tenant,
+    spec: AccessTokenSpec<'_>,
+) -> OAuthResult<(MintedAccessToken, Option<AccessTokenRecord>)> {
     let now = app.now();
     let ttl = access_token_ttl(tenant, spec.client, spec.resource);
     let claims = AccessClaims {
@@ -206,17 +224,16 @@ pub async fn mint_access_token(
             handle.expose().to_string()
         }
     };
-    // Opaque tokens live only in the store; JWTs from a grant get a row so
-    // revoking the grant reaches them. A bare client_credentials JWT needs none.
-    if record.token_hash.is_some() || record.grant_id.is_some() {
-        app.store.put_access_token(&record).await?;
-    }
-    Ok(MintedAccessToken {
-        token,
-        format,
-        expires_in: ttl,
-        claims,
-    })
+    let record = (record.token_hash.is_some() || record.grant_id.is_some()).then_some(record);
+    Ok((
+        MintedAccessToken {
+            token,
+            format,
+            expires_in: ttl,
+            claims,
+        },
+        record,
+    ))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
