@@ -115,6 +115,34 @@ async fn device_flow_issues_tokens_after_approval(db: Db) {
     );
 }
 
+/// A user revoked between approving the device and its next poll (an
+/// admin, the upstream IdP's sign-out) gets the device no tokens.
+async fn a_device_approved_by_a_revoked_user_gets_no_tokens(db: Db) {
+    let server = Server::start_with(db, &config()).await;
+    let first = login_public(&server, &Browser::new(), "mcp:read").await;
+    let sub = jwt_claims(first["access_token"].as_str().unwrap())["sub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, start) = start_device(&server, TV).await;
+    assert_eq!(status, 200, "{start}");
+    let device_code = start["device_code"].as_str().unwrap();
+    let user_code = start["user_code"].as_str().unwrap();
+    match user_enters(&server, &Browser::new(), user_code, true).await {
+        Outcome::Page(200, body) => assert!(body.contains("device-approved"), "{body}"),
+        other => panic!("expected the approval page, got {other:?}"),
+    }
+    let out = server.cli(&["users", "revoke", &sub]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.advance_clock(5);
+    let (status, json) = poll(&server, TV, device_code).await;
+    assert_eq!((status, error_of(&json)), (400, "invalid_grant"), "{json}");
+}
+
 async fn consent_page_shows_the_device_code(db: Db) {
     let server = Server::start_with(db, &config()).await;
     let (_, start) = start_device(&server, TV).await;
@@ -290,6 +318,7 @@ async fn discovery_advertises_the_device_endpoint(db: Db) {
 
 on_both_databases!(
     device_flow_issues_tokens_after_approval,
+    a_device_approved_by_a_revoked_user_gets_no_tokens,
     consent_page_shows_the_device_code,
     polling_too_fast_gets_slow_down,
     expired_device_code_gets_expired_token,

@@ -65,7 +65,14 @@ pub async fn grant(
             }
             let grant_id = before.grant_id.ok_or_else(invalid)?;
             let subject = before.subject.ok_or_else(invalid)?;
-            let grant = app.store.get_grant(&grant_id).await?.ok_or_else(invalid)?;
+            // A grant revoked since the approval (the user revoked, signed
+            // out upstream) yields nothing.
+            let grant = app
+                .store
+                .get_grant(&grant_id)
+                .await?
+                .filter(|g| g.revoked_at.is_none())
+                .ok_or_else(invalid)?;
             let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| invalid())?;
             issue_user_tokens(
                 app,
